@@ -1,0 +1,215 @@
+// Package app assembles one dws pod from its configuration: stores, token
+// validator, reactor, ops listener (and, with NATS, the bridge). cmd/dws is
+// a thin main around it; end-to-end tests start several pods in process
+// with it.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/dws-gateway/dws/codec"
+	"github.com/dws-gateway/dws/internal/config"
+	"github.com/dws-gateway/dws/internal/logx"
+	"github.com/dws-gateway/dws/internal/metrics"
+	"github.com/dws-gateway/dws/internal/safego"
+	"github.com/dws-gateway/dws/reactor"
+	"github.com/dws-gateway/dws/session"
+)
+
+// Version is set at build time with -ldflags "-X …/app.Version=…".
+var Version = "dev"
+
+// App is one running pod.
+type App struct {
+	Cfg     *config.Config
+	Metrics *metrics.Metrics
+	Server  *reactor.Server
+	Minter  *session.Minter
+
+	keys     *session.APIKeyGuard
+	locker   session.Locker
+	routes   session.Routes
+	ops      *http.Server
+	opsLn    net.Listener
+	draining bool
+	mu       sync.Mutex
+	closers  []func(context.Context) error
+	// extraChecks are readiness probes added by optional parts (redis,
+	// nats, grpc), by dependency name.
+	extraChecks map[string]func() error
+}
+
+// New builds a pod from a validated config. Nothing listens yet.
+func New(cfg *config.Config) (*App, error) {
+	a := &App{Cfg: cfg, Metrics: metrics.New()}
+	a.Metrics.BuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
+	safego.SetPanicHook(func(where string) { a.Metrics.RecoveredPanics.WithLabelValues(where).Inc() })
+	logx.SetLevel(cfg.Log.Level)
+
+	userKey, err := session.ParseKey(cfg.Auth.TokenAESKey)
+	if err != nil {
+		return nil, fmt.Errorf("auth.token_aes_key: %w", err)
+	}
+	adminKey := userKey
+	if cfg.Auth.AdminTokenAESKey != "" {
+		if adminKey, err = session.ParseKey(cfg.Auth.AdminTokenAESKey); err != nil {
+			return nil, fmt.Errorf("auth.admin_token_aes_key: %w", err)
+		}
+	}
+	if a.Minter, err = session.NewMinter(userKey, adminKey); err != nil {
+		return nil, err
+	}
+	var cache session.TokenCache
+	if cfg.Auth.TokenCacheTTL > 0 {
+		mc, err := session.NewMemoryTokenCache(cfg.Auth.TokenCacheSize)
+		if err != nil {
+			return nil, err
+		}
+		cache = mc
+	}
+	val, err := session.NewValidator(userKey, adminKey, session.ValidatorOptions{
+		ClockSkew:    cfg.Auth.ClockSkew,
+		MaxTokenAge:  cfg.Auth.MaxTokenAge,
+		RejectReplay: cfg.Auth.RejectReplay,
+		Cache:        cache,
+		CacheTTL:     cfg.Auth.TokenCacheTTL,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.keys = session.NewAPIKeyGuard(cfg.Auth.APIKey, cfg.Auth.AdminAPIKey)
+	a.locker = session.NewMemoryLocker()
+	a.routes = session.NewMemoryRoutes(cfg.Server.PodID)
+
+	a.Server, err = reactor.New(reactor.Options{
+		Addr:        cfg.Server.WSAddr,
+		Loops:       cfg.Server.Loops,
+		Workers:     cfg.Server.Workers,
+		WorkerQueue: cfg.Server.WorkerQueue,
+		Subprotocol: cfg.WebSocket.Subprotocol,
+		Limits:      Limits(cfg),
+		APIKeys:     a.keys,
+		Tokens:      val,
+		Locker:      a.locker,
+		Routes:      a.routes,
+		Metrics:     a.Metrics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// Limits maps the config keys onto the reactor's limits.
+func Limits(cfg *config.Config) reactor.Limits {
+	w, r := cfg.WebSocket, cfg.RateLimit
+	return reactor.Limits{
+		MaxHandshakeBytes:    w.MaxHandshakeBytes,
+		HandshakeTimeout:     w.HandshakeTimeout,
+		AllowedOrigins:       w.AllowedOrigins,
+		PingInterval:         w.PingInterval,
+		MaxMissedPongs:       w.MaxMissedPongs,
+		MaxMessageBytes:      w.MaxMessageBytes,
+		OutboundRingBytes:    w.OutboundRingBytes,
+		OutboundRingMessages: w.OutboundRingMessages,
+		SlowConsumerGrace:    w.SlowConsumerGrace,
+		MessagesPerSecond:    r.MessagesPerSecond,
+		MessageBurst:         r.MessageBurst,
+		RateLimitCloseAfter:  r.CloseAfter,
+		HandshakesPerIP:      r.HandshakesPerIP,
+		HandshakeBurst:       r.HandshakeBurst,
+	}
+}
+
+// Start opens the listeners.
+func (a *App) Start(ctx context.Context) error {
+	if err := a.Server.Start(); err != nil {
+		return err
+	}
+	a.onClose(func(ctx context.Context) error { return a.Server.Stop(ctx) })
+	ln, err := net.Listen("tcp", a.Cfg.Server.OpsAddr)
+	if err != nil {
+		return fmt.Errorf("server.ops_addr: %w", err)
+	}
+	a.opsLn = ln
+	a.ops = &http.Server{Handler: a.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+	safego.Go(ctx, "app.ops", func(context.Context) {
+		if err := a.ops.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logx.L().Error("ops listener stopped", "err", err.Error())
+		}
+	})
+	a.onClose(func(ctx context.Context) error { return a.ops.Shutdown(ctx) })
+	return nil
+}
+
+// WSPort and OpsAddr tell where the pod listens (":0" in tests).
+func (a *App) WSPort() int { return a.Server.Port() }
+
+// OpsAddr returns the ops listener address.
+func (a *App) OpsAddr() string { return a.opsLn.Addr().String() }
+
+func (a *App) onClose(fn func(context.Context) error) {
+	a.mu.Lock()
+	a.closers = append(a.closers, fn)
+	a.mu.Unlock()
+}
+
+// Shutdown runs SPEC §6's drain: refuse upgrades, close 1001 to every
+// socket, wait the grace, drop the rest, release, stop listeners.
+func (a *App) Shutdown(ctx context.Context) error {
+	a.mu.Lock()
+	a.draining = true
+	closers := a.closers
+	a.closers = nil
+	a.mu.Unlock()
+	a.Server.Drain()
+	logx.L().Info("draining", "open", a.Server.Open())
+	a.Server.CloseAll(ctx, codec.CloseGoingAway, "server shutting down", a.Cfg.Shutdown.CloseGrace)
+	var errs []error
+	for i := len(closers) - 1; i >= 0; i-- {
+		if err := closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	logx.L().Info("stopped")
+	return errors.Join(errs...)
+}
+
+// Draining reports whether Shutdown has begun.
+func (a *App) Draining() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.draining
+}
+
+// DevBanner is what `make run` prints in dev mode: a ready-to-paste URL with
+// a fresh token and a browser-console one-liner. The keys stay unprinted.
+func (a *App) DevBanner(host string) (string, error) {
+	tok, err := a.Minter.MintUser(session.UserClaims{CompanyID: "demo", AgentID: "agent1", UserID: "dev",
+		ExpiresAt: time.Now().Add(24 * time.Hour), IssuedAt: time.Now()})
+	if err != nil {
+		return "", err
+	}
+	url := fmt.Sprintf("ws://%s:%d/ws/demo/agent1?user=dev&token=%s&x-api-key=%s", host, a.WSPort(), tok, a.Cfg.Auth.APIKey)
+	return fmt.Sprintf(`
+  dws is running in DEV MODE: ephemeral keys were generated for this process only.
+
+  Connect:   %s
+  Browser:   const ws = new WebSocket("%s", "json.v1"); ws.onmessage = e => console.log(e.data)
+  Metrics:   http://%s/metrics
+`, url, url, a.OpsAddr()), nil
+}
+
+// Apply takes a reloaded config: the hot keys reach the running pod; the
+// reloader has already logged which keys need a restart.
+func (a *App) Apply(next *config.Config) {
+	logx.SetLevel(next.Log.Level)
+	a.Server.SetLimits(Limits(next))
+}

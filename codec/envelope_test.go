@@ -1,0 +1,125 @@
+package codec
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/gobwas/ws"
+)
+
+func TestReadyFrame_Bytes(t *testing.T) {
+	want := append([]byte{0x81, 16}, `{"type":"ready"}`...)
+	if !bytes.Equal(ReadyFrame, want) {
+		t.Errorf("ReadyFrame = % x, want % x", ReadyFrame, want)
+	}
+}
+
+func TestAppendEvent_PayloadPassedThrough(t *testing.T) {
+	tests := []struct {
+		name    string
+		payload string
+		want    string
+	}{
+		{
+			name:    "object kept byte for byte",
+			payload: `{"event_id":"e1", "row_data":{"b":2,"a":1},"x":"\u00e9"}`,
+			want:    `{"type":"event","payload":{"event_id":"e1", "row_data":{"b":2,"a":1},"x":"\u00e9"}}`,
+		},
+		{
+			name:    "empty payload becomes null",
+			payload: "",
+			want:    `{"type":"event","payload":null}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := AppendEvent([]byte("p"), []byte(tt.payload)); string(got) != "p"+tt.want {
+				t.Errorf(
+					"AppendEvent = %s, want %s",
+					got, "p"+tt.want)
+			}
+			f := EventFrame([]byte(tt.payload))
+			if len(f) != cap(f) {
+				t.Errorf("EventFrame len %d cap %d: not sized exactly", len(f), cap(f))
+			}
+			if want := AppendFrame(nil, ws.OpText, []byte(tt.want)); !bytes.Equal(f, want) {
+				t.Errorf(
+					"EventFrame = %q, want %q",
+					f, want)
+			}
+		})
+	}
+}
+
+func TestEventFrame_AllLengthEncodings_ReadableByGobwas(t *testing.T) {
+	for _, n := range []int{10, 97, 98, 200, 65508, 65509, 70000} {
+		payload := []byte(`{"p":"` + strings.Repeat("x", n) + `"}`)
+		f := EventFrame(payload)
+		if len(f) != cap(f) || len(f) != HeaderLen(eventLen(payload))+eventLen(payload) {
+			t.Errorf(
+				"n=%d: len %d cap %d",
+				n, len(f), cap(f))
+		}
+		gf, err := ws.ReadFrame(bytes.NewReader(f))
+		if err != nil {
+			t.Fatalf(
+				"n=%d: gobwas: %v",
+				n, err)
+		}
+		if !gf.Header.Fin || gf.Header.OpCode != ws.OpText || gf.Header.Masked ||
+			!bytes.Equal(gf.Payload, AppendEvent(nil, payload)) {
+			t.Errorf(
+				"n=%d: header %+v",
+				n, gf.Header)
+		}
+	}
+}
+
+func TestAppendErrorEnvelope_Bytes(t *testing.T) {
+	e := NewError(CodeBadRequest, `chat_id "x" is required`).WithDetails("line\nbreak")
+	want := `{"type":"error","payload":{"code":"BadRequest","message":"chat_id \"x\" is required","details":"line\nbreak"}}`
+	if got := AppendErrorEnvelope([]byte("p"), e); string(got) != "p"+want {
+		t.Errorf(
+			"got  %s\nwant %s",
+			got, "p"+want)
+	}
+	var v struct {
+		Type    string `json:"type"`
+		Payload Error  `json:"payload"`
+	}
+	if err := json.Unmarshal([]byte(want), &v); err != nil || v.Type != "error" || v.Payload != *e {
+		t.Errorf(
+			"does not decode back: %+v %v",
+			v, err)
+	}
+}
+
+func TestAppendErrorFrame_AllLengthEncodings(t *testing.T) {
+	for _, n := range []int{0, 40, 100, 1000, 70000} {
+		e := NewError(CodeRateLimitExceeded, "slow down").WithDetails(strings.Repeat("d", n))
+		prefix := []byte("existing")
+		got := AppendErrorFrame(prefix, e)
+		if !bytes.HasPrefix(got, []byte("existing")) {
+			t.Fatalf("n=%d: prefix lost", n)
+		}
+		want := AppendFrame([]byte("existing"), ws.OpText, AppendErrorEnvelope(nil, e))
+		if !bytes.Equal(got, want) {
+			t.Errorf(
+				"n=%d: AppendErrorFrame differs from AppendFrame(AppendErrorEnvelope):\n%q\n%q",
+				n, got[:min(len(got), 60)], want[:min(len(want), 60)])
+		}
+	}
+}
+
+func BenchmarkEventFrame(b *testing.B) {
+	payload := []byte(`{"event_id":"0190f3c2-7b1e-7c3a-9f4e-2d1c5b6a7e8f","event_time":"2025-01-02T03:04:05Z",` +
+		`"company_id":"acme","agent_id":"a1","chat_id":"c42","message_id":"m9",` +
+		`"row_data":{"id":"m9","text":"hello there, how can I help?","status":"sent","from_me":true}}`)
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = EventFrame(payload)
+	}
+}

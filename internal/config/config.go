@@ -1,0 +1,170 @@
+// Package config is dws configuration: one definition per key (SPEC §9) that
+// also yields its env name (DWS_ + key upper-cased, '.' → '_'), its default,
+// whether it is a secret, and whether SIGHUP may change it live.
+//
+// The definition of a key is its field below: `koanf` is the key relative to
+// its section, `default` its built-in value (parsed like an env value),
+// `doc` the one line shown in docs/config.md, `secret:"true"` keeps the value
+// out of logs, errors and `dws config print`, and `hot:"true"` means a SIGHUP
+// reload applies it without a restart. keys.go turns these tags into the
+// table every other file reads, so a new key is one new field.
+package config
+
+import "time"
+
+// Config is the effective configuration. The `koanf` tag is the dotted key
+// of SPEC §9 relative to its section; docs and env names derive from it.
+type Config struct {
+	Server    Server    `koanf:"server"`
+	Auth      Auth      `koanf:"auth"`
+	WebSocket WebSocket `koanf:"websocket"`
+	RateLimit RateLimit `koanf:"ratelimit"`
+	Session   Session   `koanf:"session"`
+	Route     Route     `koanf:"route"`
+	Redis     Redis     `koanf:"redis"`
+	NATS      NATS      `koanf:"nats"`
+	GRPC      GRPC      `koanf:"grpc"`
+	Dispatch  Dispatch  `koanf:"dispatch"`
+	Shutdown  Shutdown  `koanf:"shutdown"`
+	Log       Log       `koanf:"log"`
+
+	// origin remembers how Load built this value so a SIGHUP reload keeps
+	// the same env and flag overrides; it is not a key.
+	origin *origin
+	// devAPIKey is set when ApplyDevKeys generated Auth.APIKey, so a reload
+	// of a file without one keeps it.
+	devAPIKey bool
+}
+
+// Server holds listener addresses and the pod identity.
+type Server struct {
+	WSAddr   string `koanf:"ws_addr" default:":8080" doc:"WebSocket listener (gnet): upgrades and a plain GET /healthz."`
+	OpsAddr  string `koanf:"ops_addr" default:":8081" doc:"Ops HTTP listener: /healthz, /ready, /metrics, token minting."`
+	GRPCAddr string `koanf:"grpc_addr" default:":50051" doc:"gRPC listener for pod-to-pod Push and grpc.health.v1."`
+	// PodID is this pod's routable gRPC address; default POD_IP (or
+	// 127.0.0.1) + the grpc port.
+	PodID string `koanf:"pod_id" doc:"This pod's routable gRPC address host:port; empty = env POD_IP (else the host of server.grpc_addr, else 127.0.0.1) + the port of server.grpc_addr."`
+	// Loops is the number of gnet event loops; 0 = one per core.
+	Loops int `koanf:"loops" default:"0" doc:"Number of gnet event loops; 0 = one per core."`
+	// Workers bounds the handshake worker pool (token decrypt, locks).
+	Workers int `koanf:"workers" default:"64" doc:"Handshake worker pool size (token decrypt, session locks)."`
+	// WorkerQueue bounds handshakes waiting for a worker; past it new
+	// upgrades get 503.
+	WorkerQueue int `koanf:"worker_queue" default:"4096" doc:"Handshakes that may wait for a worker; past it new upgrades get 503."`
+}
+
+// Auth holds API keys and token keys (all secrets) and token rules.
+type Auth struct {
+	APIKey           string        `koanf:"api_key" secret:"true" doc:"API key for user upgrades and POST /generate-token."`
+	AdminAPIKey      string        `koanf:"admin_api_key" secret:"true" doc:"API key for admin upgrades and POST /admin/generate-token."`
+	TokenAESKey      string        `koanf:"token_aes_key" secret:"true" doc:"AES-256-GCM key of user tokens, 64 hex characters; empty (with the admin key) = dev mode with ephemeral keys."`
+	AdminTokenAESKey string        `koanf:"admin_token_aes_key" secret:"true" doc:"AES-256-GCM key of admin tokens, 64 hex characters."`
+	ClockSkew        time.Duration `koanf:"clock_skew" default:"30s" hot:"true" doc:"How far in the future a token's issued_at may be."`
+	MaxTokenAge      time.Duration `koanf:"max_token_age" default:"0s" hot:"true" doc:"Oldest accepted issued_at; 0 = unchecked."`
+	RejectReplay     bool          `koanf:"reject_replay" default:"false" doc:"Reject a token whose jti was already seen within its lifetime."`
+	TokenCacheTTL    time.Duration `koanf:"token_cache_ttl" default:"30s" doc:"Lifetime of a cached successful token validation (never past expires_at); 0 = no cache."`
+	TokenCacheSize   int           `koanf:"token_cache_size" default:"100000" doc:"Entries in the in-process token validation cache."`
+	// Dev is set (never from a file) when dws generated ephemeral keys.
+	Dev bool `koanf:"-"`
+}
+
+// WebSocket holds handshake, framing and outbound limits.
+type WebSocket struct {
+	MaxHandshakeBytes int           `koanf:"max_handshake_bytes" default:"8192" doc:"Largest upgrade request head; larger gets 431."`
+	HandshakeTimeout  time.Duration `koanf:"handshake_timeout" default:"10s" hot:"true" doc:"Time a client has to complete the upgrade request."`
+	AllowedOrigins    []string      `koanf:"allowed_origins" hot:"true" doc:"Origins allowed to upgrade (scheme://host[:port]); empty = any."`
+	PingInterval      time.Duration `koanf:"ping_interval" default:"20s" hot:"true" doc:"Interval between server pings."`
+	MaxMissedPongs    int           `koanf:"max_missed_pongs" default:"2" hot:"true" doc:"Pings left unanswered before the socket is closed."`
+	MaxMessageBytes   int           `koanf:"max_message_bytes" default:"65536" hot:"true" doc:"Largest inbound message after reassembly; larger closes 1009."`
+	// The outbound ring caps are what bounds per-socket memory (DESIGN
+	// invariant 2); 1 MiB holds a few hundred typical events.
+	OutboundRingBytes    int           `koanf:"outbound_ring_bytes" default:"1048576" hot:"true" doc:"Bytes queued per socket before it counts as a slow consumer (1 MiB)."`
+	OutboundRingMessages int           `koanf:"outbound_ring_messages" default:"1024" hot:"true" doc:"Messages queued per socket before it counts as a slow consumer."`
+	SlowConsumerGrace    time.Duration `koanf:"slow_consumer_grace" default:"5s" hot:"true" doc:"How long a ring may stay full before close 4408 slow-consumer."`
+	Subprotocol          string        `koanf:"subprotocol" default:"json.v1" doc:"Sec-WebSocket-Protocol echoed when the client offers it."`
+}
+
+// RateLimit holds per-IP handshake and per-socket inbound limits.
+type RateLimit struct {
+	// HandshakesPerIP defaults to off: behind a load balancer every client
+	// shares its address (SPEC §2).
+	HandshakesPerIP   float64 `koanf:"handshakes_per_ip" default:"0" hot:"true" doc:"Upgrades per second per client IP; 0 = off."`
+	HandshakeBurst    int     `koanf:"handshake_burst" default:"20" hot:"true" doc:"Burst of the per-IP upgrade limit."`
+	MessagesPerSecond float64 `koanf:"messages_per_second" default:"10" hot:"true" doc:"Inbound frames per second per socket; 0 = off."`
+	MessageBurst      int     `koanf:"message_burst" default:"20" hot:"true" doc:"Burst of the per-socket inbound limit."`
+	// CloseAfter is how many consecutive over-limit frames close 4429.
+	CloseAfter int `koanf:"close_after" default:"20" hot:"true" doc:"Consecutive over-limit frames before close 4429."`
+}
+
+// Session holds single-session lock timing.
+type Session struct {
+	TTL             time.Duration `koanf:"ttl" default:"30s" doc:"Lifetime of a session lock not refreshed by its owner."`
+	RefreshInterval time.Duration `koanf:"refresh_interval" default:"10s" doc:"How often an owner refreshes its locks, routes and pod lease; must be below session.ttl."`
+	// KillWait bounds how long a newcomer retries after a kill notice
+	// before a forced takeover from a live but silent holder.
+	KillWait time.Duration `koanf:"kill_wait" default:"3s" doc:"Retry window after a kill notice before a forced takeover from a live, silent holder."`
+	// OnStoreDown is accept_local (default) or reject.
+	OnStoreDown string `koanf:"on_store_down" default:"accept_local" hot:"true" doc:"When the session store is unreachable: accept_local (degrade) or reject (503)."`
+	// RefreshBatch is how many owned keys one pipelined refresh carries.
+	RefreshBatch int `koanf:"refresh_batch" default:"500" doc:"Owned keys carried by one pipelined refresh."`
+}
+
+// Route holds route registry timing.
+type Route struct {
+	TTL      time.Duration `koanf:"ttl" default:"30s" doc:"Lifetime of a route member not refreshed by its pod."`
+	CacheTTL time.Duration `koanf:"cache_ttl" default:"0s" doc:"How long route lookups are cached in process; 0 = no caching."`
+}
+
+// Redis selects the store: empty Addrs = in-memory (single node).
+type Redis struct {
+	Addrs        []string      `koanf:"addrs" doc:"Redis host:port list (Sentinel addresses when redis.master_name is set); empty = in-memory stores, single node."`
+	MasterName   string        `koanf:"master_name" doc:"Sentinel master name; empty = no Sentinel."`
+	Username     string        `koanf:"username" doc:"Redis ACL user name."`
+	Password     string        `koanf:"password" secret:"true" doc:"Redis password."`
+	DB           int           `koanf:"db" default:"0" doc:"Redis database number."`
+	KeyPrefix    string        `koanf:"key_prefix" doc:"Prefix of every Redis key dws writes (tests isolate by it)."`
+	PoolSize     int           `koanf:"pool_size" default:"0" doc:"Connection pool size; 0 = the go-redis default."`
+	DialTimeout  time.Duration `koanf:"dial_timeout" default:"2s" doc:"Redis dial timeout."`
+	ReadTimeout  time.Duration `koanf:"read_timeout" default:"1s" doc:"Redis read timeout."`
+	WriteTimeout time.Duration `koanf:"write_timeout" default:"1s" doc:"Redis write timeout."`
+}
+
+// NATS selects the broker: empty URL = embedded server with JetStream.
+type NATS struct {
+	URL           string        `koanf:"url" doc:"NATS server URL(s), comma-separated; empty = embedded server with JetStream. Credentials in it are redacted when printed."`
+	Stream        string        `koanf:"stream" default:"wa_stream" doc:"JetStream stream carrying websocket.> events."`
+	Consumer      string        `koanf:"consumer" default:"ws_fanout" doc:"Durable consumer shared by all pods."`
+	CreateStream  bool          `koanf:"create_stream" default:"true" doc:"Create the stream when absent (an existing stream is never modified)."`
+	MaxAckPending int           `koanf:"max_ack_pending" default:"5000" doc:"Consumer MaxAckPending."`
+	AckWait       time.Duration `koanf:"ack_wait" default:"30s" doc:"Consumer AckWait."`
+	NakDelay      time.Duration `koanf:"nak_delay" default:"1s" doc:"Redelivery delay of a message NAKed while Redis is down."`
+	FetchBatch    int           `koanf:"fetch_batch" default:"256" doc:"Messages fetched per pull."`
+	EmbeddedDir   string        `koanf:"embedded_dir" doc:"JetStream directory of the embedded server; empty = a temp dir."`
+	EmbeddedPort  int           `koanf:"embedded_port" default:"-1" doc:"Client port of the embedded server; -1 = random."`
+}
+
+// GRPC holds pod-to-pod forwarding settings.
+type GRPC struct {
+	CallTimeout     time.Duration `koanf:"call_timeout" default:"2s" doc:"Timeout of one Push call."`
+	BatchMax        int           `koanf:"batch_max" default:"128" doc:"Messages per Push batch to one pod."`
+	BatchWait       time.Duration `koanf:"batch_wait" default:"0s" doc:"How long a batch waits to fill; 0 = flush when idle."`
+	BreakerFailures int           `koanf:"breaker_failures" default:"5" doc:"Consecutive failures that open a target's circuit breaker."`
+	BreakerOpen     time.Duration `koanf:"breaker_open" default:"10s" doc:"How long an open breaker rejects calls before a probe."`
+}
+
+// Dispatch holds the JetStream dispatcher sizing.
+type Dispatch struct {
+	Workers int `koanf:"workers" default:"8" doc:"Dispatcher workers."`
+	Queue   int `koanf:"queue" default:"1024" doc:"Length of the dispatcher queue."`
+}
+
+// Shutdown holds the drain sequence timing (SPEC §6).
+type Shutdown struct {
+	CloseGrace time.Duration `koanf:"close_grace" default:"2s" doc:"Wait after sending close 1001 before dropping the remaining sockets."`
+	Timeout    time.Duration `koanf:"timeout" default:"20s" doc:"Bound on the whole drain; the process exits within it."`
+}
+
+// Log holds logging settings.
+type Log struct {
+	Level string `koanf:"level" default:"info" hot:"true" doc:"debug, info, warn or error."`
+}

@@ -1,0 +1,133 @@
+// Package metrics is the one catalogue of dws_ metrics (SPEC §8).
+//
+// Every metric dws exports is declared here and nowhere else, with base
+// units and without per-socket or per-user labels. A *Metrics is made per
+// server so several in-process pods in a test do not share counters.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// ConnectionDurationBuckets are the seconds buckets the old service's
+// architecture asked for: 1m, 5m, 15m, 30m, 1h, 4h, 8h, 24h.
+var ConnectionDurationBuckets = []float64{60, 300, 900, 1800, 3600, 14400, 28800, 86400}
+
+// fastBuckets suit sub-millisecond to seconds latencies (handshake, fan-out,
+// gRPC): 50 µs … ~3.3 s.
+var fastBuckets = prometheus.ExponentialBuckets(0.00005, 2, 17)
+
+// Metrics holds every dws_ collector. Fields are safe for concurrent use.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	ConnectionsActive   *prometheus.GaugeVec     // kind=user|admin
+	ConnectionsTotal    *prometheus.CounterVec   // kind, result=accepted|rejected reason…
+	ConnectionDuration  *prometheus.HistogramVec // kind
+	HandshakeDuration   prometheus.Histogram
+	AuthFailures        *prometheus.CounterVec // reason
+	SessionConflicts    *prometheus.CounterVec // kind=local|remote|forced
+	SessionTakeovers    *prometheus.CounterVec // kind=local|remote|dead_pod|forced
+	KillNotices         *prometheus.CounterVec // direction=sent|received
+	NATSMessages        *prometheus.CounterVec // subject_kind=chats|messages|agents|unknown
+	Deliveries          *prometheus.CounterVec // path=local|forwarded
+	Drops               *prometheus.CounterVec // reason
+	FanoutLatency       prometheus.Histogram
+	Acks                *prometheus.CounterVec // result=ack|nak|term, reason
+	DispatchQueueDepth  prometheus.Gauge
+	GRPCForwards        *prometheus.CounterVec // result=ok|retried_ok|failed|breaker_open
+	GRPCForwardDuration prometheus.Histogram
+	BreakerStateChanges *prometheus.CounterVec // to=closed|open|half_open
+	OutboundRingBytes   prometheus.Gauge
+	SlowConsumerCloses  prometheus.Counter
+	RateLimitedFrames   prometheus.Counter
+	RateLimitCloses     prometheus.Counter
+	ProtocolCloses      *prometheus.CounterVec // code
+	RedisErrors         *prometheus.CounterVec // op
+	RefreshBatches      *prometheus.CounterVec // result=ok|error
+	Degraded            prometheus.Gauge
+	ConfigReloads       *prometheus.CounterVec // result=ok|rejected
+	RecoveredPanics     *prometheus.CounterVec // where
+	BuildInfo           *prometheus.GaugeVec   // version, go_version
+}
+
+// New builds the catalogue in a fresh registry, with the Go and process
+// collectors beside it.
+func New() *Metrics {
+	m := &Metrics{Registry: prometheus.NewRegistry()}
+	f := factory{m.Registry}
+	m.ConnectionsActive = f.gaugeVec("connections_active", "Open WebSocket connections.", "kind")
+	m.ConnectionsTotal = f.counterVec("connections_total", "Connection attempts by outcome.", "kind", "result")
+	m.ConnectionDuration = f.histVec("connection_duration_seconds", "Lifetime of closed connections.", ConnectionDurationBuckets, "kind")
+	m.HandshakeDuration = f.hist("handshake_duration_seconds", "From first request byte to 101 (or rejection).", fastBuckets)
+	m.AuthFailures = f.counterVec("auth_failures_total", "Rejected handshakes by reason.", "reason")
+	m.SessionConflicts = f.counterVec("session_conflicts_total", "Single-session conflicts found at connect.", "kind")
+	m.SessionTakeovers = f.counterVec("session_takeovers_total", "Session locks taken over from an older holder.", "kind")
+	m.KillNotices = f.counterVec("session_kill_notices_total", "Cross-pod kill notices.", "direction")
+	m.NATSMessages = f.counterVec("nats_messages_received_total", "JetStream messages received.", "subject_kind")
+	m.Deliveries = f.counterVec("deliveries_total", "Frames accepted for sockets, by path.", "path")
+	m.Drops = f.counterVec("drops_total", "Messages or frames dropped, by reason.", "reason")
+	m.FanoutLatency = f.hist("fanout_latency_seconds", "NATS publish time to socket write.", fastBuckets)
+	m.Acks = f.counterVec("nats_acks_total", "JetStream acknowledgements by result and reason.", "result", "reason")
+	m.DispatchQueueDepth = f.gauge("dispatch_queue_depth", "Messages waiting for a dispatcher worker.")
+	m.GRPCForwards = f.counterVec("grpc_forwards_total", "gRPC Push calls to other pods by result.", "result")
+	m.GRPCForwardDuration = f.hist("grpc_forward_duration_seconds", "Duration of gRPC Push calls.", fastBuckets)
+	m.BreakerStateChanges = f.counterVec("circuit_breaker_state_changes_total", "Per-target circuit breaker transitions.", "to")
+	m.OutboundRingBytes = f.gauge("outbound_ring_bytes", "Bytes queued in all outbound rings.")
+	m.SlowConsumerCloses = f.counter("slow_consumer_closes_total", "Sockets closed 4408 slow-consumer.")
+	m.RateLimitedFrames = f.counter("rate_limited_frames_total", "Inbound frames over the per-socket rate.")
+	m.RateLimitCloses = f.counter("rate_limit_closes_total", "Sockets closed 4429 for sustained excess.")
+	m.ProtocolCloses = f.counterVec("protocol_closes_total", "Sockets closed by the server, by close code.", "code")
+	m.RedisErrors = f.counterVec("redis_errors_total", "Failed Redis operations by operation.", "op")
+	m.RefreshBatches = f.counterVec("refresh_batches_total", "Lease refresh batches by result.", "result")
+	m.Degraded = f.gauge("degraded", "1 while the session store is unreachable and the pod runs local-only.")
+	m.ConfigReloads = f.counterVec("config_reloads_total", "SIGHUP reloads by result.", "result")
+	m.RecoveredPanics = f.counterVec("recovered_panics_total", "Panics recovered by safego, by place.", "where")
+	m.BuildInfo = f.gaugeVec("build_info", "Build information; value is always 1.", "version", "go_version")
+	m.Registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+type factory struct{ r *prometheus.Registry }
+
+func name(n string) string { return "dws_" + n }
+
+func (f factory) counter(n, help string) prometheus.Counter {
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: name(n), Help: help})
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) counterVec(n, help string, labels ...string) *prometheus.CounterVec {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name(n), Help: help}, labels)
+	f.r.MustRegister(c)
+	return c
+}
+
+func (f factory) gauge(n, help string) prometheus.Gauge {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name(n), Help: help})
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) gaugeVec(n, help string, labels ...string) *prometheus.GaugeVec {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name(n), Help: help}, labels)
+	f.r.MustRegister(g)
+	return g
+}
+
+func (f factory) hist(n, help string, b []float64) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: name(n), Help: help, Buckets: b})
+	f.r.MustRegister(h)
+	return h
+}
+
+func (f factory) histVec(n, help string, b []float64, labels ...string) *prometheus.HistogramVec {
+	h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name(n), Help: help, Buckets: b}, labels)
+	f.r.MustRegister(h)
+	return h
+}

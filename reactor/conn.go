@@ -1,0 +1,97 @@
+package reactor
+
+import (
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/time/rate"
+
+	"github.com/dws-gateway/dws/codec"
+	"github.com/dws-gateway/dws/session"
+)
+
+// state is a connection's place in its life: handshake → authenticating →
+// open → closing. Only the owning loop reads or writes it.
+type state uint8
+
+const (
+	stHandshake state = iota
+	stAuthenticating
+	stOpen
+	stClosing
+	stClosed
+)
+
+// conn is everything dws keeps per socket. It is touched only on its event
+// loop, so it needs no locks; other goroutines reach it through loop.exec.
+// Kept small on purpose: an idle socket costs this struct, its peer's index
+// entries and nothing else (no goroutine, no buffer: the ring and the
+// reassembly buffer are allocated only while in use).
+type conn struct {
+	gc gnet.Conn
+	lp *loop
+
+	state   state
+	kind    session.Kind
+	missed  uint8 // pings sent since the last pong
+	evicted bool  // closed because another socket took the session over
+	wheel   int32 // timer-wheel slot, -1 when not on the wheel
+	due     int64 // timer-wheel deadline, seconds
+	prev    *conn // timer-wheel list links
+	next    *conn
+
+	started time.Time // first byte (handshake) or open time (open)
+	ident   *ident
+
+	// Outbound ring (DESIGN invariant 2): frames shared with other sockets,
+	// queued by reference until the kernel takes them.
+	ring      [][]byte
+	ringBytes int
+	slowSince int64 // unix nanos when the ring first overflowed; 0 = healthy
+
+	// Inbound reassembly of a fragmented message (RFC 6455 §5.4).
+	frag   []byte
+	fragOp byte // 0 = none, else the first frame's opcode
+	utf8   codec.UTF8Validator
+
+	limiter   *rate.Limiter // allocated on the first data frame
+	overLimit uint16        // consecutive over-limit frames
+	selectSeq uint32        // latest select_chat, to drop stale completions
+}
+
+// ident is what the handshake established; immutable once open except chat.
+type ident struct {
+	sessionKey string
+	company    string
+	agent      string
+	chat       string // selected chat, "" = none
+	// admin subscription filter (SPEC §5): empty = all.
+	subCompany string
+	subAgent   string
+}
+
+// chatsRoute is the route every open socket sits on.
+func (c *conn) chatsRoute() session.Route {
+	if c.kind == session.KindAdmin {
+		return session.Route{Kind: session.RouteAdmin}
+	}
+	return session.Route{Kind: session.RouteChats, Company: c.ident.company, Agent: c.ident.agent}
+}
+
+// messagesRoute is the socket's selected-chat route; ok is false when none.
+func (c *conn) messagesRoute() (r session.Route, ok bool) {
+	if c.ident == nil || c.ident.chat == "" {
+		return r, false
+	}
+	return session.Route{Kind: session.RouteMessages, Company: c.ident.company, Agent: c.ident.agent, Chat: c.ident.chat}, true
+}
+
+// wants reports whether an admin event for company/agent passes this admin
+// socket's subscription (SPEC §5: empty = all).
+func (c *conn) wants(r session.Route) bool {
+	if r.Kind != session.RouteAdmin {
+		return true
+	}
+	return (c.ident.subCompany == "" || c.ident.subCompany == r.Company) &&
+		(c.ident.subAgent == "" || c.ident.subAgent == r.Agent)
+}

@@ -1,0 +1,213 @@
+package reactor
+
+import (
+	"context"
+	"time"
+
+	"github.com/gobwas/ws"
+	"golang.org/x/time/rate"
+
+	"github.com/dws-gateway/dws/codec"
+	"github.com/dws-gateway/dws/session"
+)
+
+// readFrames parses every complete frame in the inbound buffer, in place
+// (Peek/Discard: the payload is unmasked where it lies). An incomplete frame
+// stays in the buffer for the next read. On loop.
+func (s *Server) readFrames(c *conn) {
+	lim := s.limits()
+	for c.state == stOpen {
+		buf, _ := c.gc.Peek(-1)
+		if len(buf) == 0 {
+			return
+		}
+		h, n, err := codec.DecodeHeader(buf)
+		if err != nil {
+			s.closeWith(c, codec.CloseProtocolError, "bad frame header")
+			return
+		}
+		if n == 0 {
+			return
+		}
+		if err := codec.CheckClientHeader(h, int64(lim.MaxMessageBytes)); err != nil {
+			s.closeForError(c, err)
+			return
+		}
+		total := n + int(h.Length)
+		if len(buf) < total {
+			return
+		}
+		payload := buf[n:total]
+		codec.Unmask(payload, h.Mask, 0)
+		s.onFrame(c, h, payload, lim)
+		_, _ = c.gc.Discard(total)
+	}
+}
+
+// closeForError maps a codec error to its close code (SPEC §6).
+func (s *Server) closeForError(c *conn, err error) {
+	switch err {
+	case codec.ErrTooBig:
+		s.closeWith(c, codec.CloseMessageTooBig, "message too big")
+	case codec.ErrInvalidUTF8:
+		s.closeWith(c, codec.CloseInvalidPayload, "invalid UTF-8")
+	default:
+		s.closeWith(c, codec.CloseProtocolError, "protocol error")
+	}
+}
+
+// onFrame handles one unmasked frame. payload is valid only during the call.
+func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits) {
+	switch h.OpCode {
+	case ws.OpPing:
+		// RFC 6455 §5.5.3: a pong carries the ping's application data.
+		_, _ = c.gc.Write(codec.AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload))
+		return
+	case ws.OpPong:
+		c.missed = 0
+		return
+	case ws.OpClose:
+		code, _, err := codec.ParseClosePayload(payload)
+		if err != nil {
+			s.closeForError(c, err)
+			return
+		}
+		// RFC 6455 §5.5.1: echo the close, then the server closes TCP.
+		if code == codec.CloseNoStatus {
+			code = codec.CloseNormal
+		}
+		s.closeWith(c, code, "")
+		return
+	}
+	if err := codec.CheckSequence(c.fragOp != 0, h.OpCode); err != nil {
+		s.closeForError(c, err)
+		return
+	}
+	op := h.OpCode
+	if op == ws.OpContinuation {
+		op = ws.OpCode(c.fragOp)
+		if len(c.frag)+len(payload) > lim.MaxMessageBytes {
+			s.closeWith(c, codec.CloseMessageTooBig, "message too big")
+			return
+		}
+		c.frag = append(c.frag, payload...)
+		if op == ws.OpText && !c.utf8.Write(payload) {
+			s.closeForError(c, codec.ErrInvalidUTF8)
+			return
+		}
+		if !h.Fin {
+			return
+		}
+		if op == ws.OpText && !c.utf8.Valid() {
+			s.closeForError(c, codec.ErrInvalidUTF8)
+			return
+		}
+		msg := c.frag
+		c.frag, c.fragOp = nil, 0
+		s.onMessage(c, op, msg, lim)
+		return
+	}
+	if !h.Fin {
+		// RFC 6455 §5.4: the first fragment; copy it, the buffer moves on.
+		c.fragOp = byte(op)
+		c.frag = append(make([]byte, 0, len(payload)*2), payload...)
+		c.utf8.Reset()
+		if op == ws.OpText && !c.utf8.Write(payload) {
+			s.closeForError(c, codec.ErrInvalidUTF8)
+		}
+		return
+	}
+	if op == ws.OpText && !codec.ValidUTF8(payload) {
+		s.closeForError(c, codec.ErrInvalidUTF8)
+		return
+	}
+	s.onMessage(c, op, payload, lim)
+}
+
+// onMessage handles a complete data message: rate limit, then json.v1.
+func (s *Server) onMessage(c *conn, op ws.OpCode, msg []byte, lim *Limits) {
+	if !s.allowMessage(c, lim) {
+		return
+	}
+	if op != ws.OpText {
+		s.sendError(c, codec.NewError(codec.CodeBadRequest, "binary frames are not supported").WithDetails("send json.v1 text frames"))
+		return
+	}
+	m, e := codec.DecodeClientMessage(msg)
+	if e != nil {
+		s.sendError(c, e)
+		return
+	}
+	if m.Type == codec.TypeSelectChat {
+		s.selectChat(c, m.ChatID)
+	}
+}
+
+// allowMessage is the per-socket token bucket of SPEC §6: over the rate an
+// error frame, sustained excess a 4429 close.
+func (s *Server) allowMessage(c *conn, lim *Limits) bool {
+	if lim.MessagesPerSecond <= 0 {
+		return true
+	}
+	if c.limiter == nil {
+		c.limiter = rate.NewLimiter(rate.Limit(lim.MessagesPerSecond), max(lim.MessageBurst, 1))
+	}
+	if c.limiter.Allow() {
+		c.overLimit = 0
+		return true
+	}
+	c.overLimit++
+	s.m.RateLimitedFrames.Inc()
+	if int(c.overLimit) >= lim.RateLimitCloseAfter {
+		s.m.RateLimitCloses.Inc()
+		s.closeWith(c, codec.CloseRateLimited, "rate limit exceeded")
+		return false
+	}
+	s.sendError(c, codec.NewError(codec.CodeRateLimitExceeded, "too many messages"))
+	return false
+}
+
+// selectChat moves the socket's message route to chat (SPEC §5). The chats
+// route stays. The registry call runs on a worker; a newer select_chat
+// supersedes an older one still in flight.
+func (s *Server) selectChat(c *conn, chat string) {
+	if c.kind == session.KindAdmin {
+		s.sendError(c, codec.NewError(codec.CodeBadRequest, "select_chat is for user sockets"))
+		return
+	}
+	if c.ident.chat == chat {
+		return
+	}
+	c.selectSeq++
+	seq := c.selectSeq
+	r := session.Route{Kind: session.RouteMessages, Company: c.ident.company, Agent: c.ident.agent, Chat: chat}
+	ok := s.work.submit(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := s.opts.Routes.Join(ctx, r)
+		cancel()
+		c.lp.exec(func() { s.selected(c, r, seq, err) })
+	})
+	if !ok {
+		s.sendError(c, codec.NewError(codec.CodeSubscriptionFailure, "server busy, retry select_chat"))
+	}
+}
+
+// selected applies a finished select_chat on the loop.
+func (s *Server) selected(c *conn, r session.Route, seq uint32, err error) {
+	if err != nil {
+		if c.state == stOpen && c.selectSeq == seq {
+			s.sendError(c, codec.NewError(codec.CodeSubscriptionFailure, "could not subscribe to chat"))
+		}
+		return
+	}
+	if c.state != stOpen || c.selectSeq != seq {
+		s.opts.Routes.Leave(r) // superseded or gone
+		return
+	}
+	if old, ok := c.messagesRoute(); ok {
+		c.lp.leave(c, old)
+		s.opts.Routes.Leave(old)
+	}
+	c.ident.chat = r.Chat
+	c.lp.join(c, r)
+}

@@ -1,0 +1,271 @@
+package reactor
+
+import (
+	"context"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/dws-gateway/dws/codec"
+	"github.com/dws-gateway/dws/internal/logx"
+	"github.com/dws-gateway/dws/session"
+)
+
+// pathHealthz on the WebSocket port lets load balancers probe the reactor
+// itself (SPEC §1).
+const pathHealthz = "/healthz"
+
+// maxIDLen bounds company/agent ids from the path: they become parts of
+// NATS subjects and Redis keys.
+const maxIDLen = 128
+
+// handshakeReq is what the loop learned from the request head and hands to
+// a worker.
+type handshakeReq struct {
+	kind     session.Kind
+	company  string
+	agent    string
+	user     string
+	token    string
+	key      string // Sec-WebSocket-Key
+	protocol string // echoed sub-protocol, "" when not offered
+}
+
+// onHandshakeBytes parses the request head once it is complete and runs the
+// cheap checks of SPEC §2 on the loop; token and lock go to a worker.
+func (s *Server) onHandshakeBytes(c *conn) {
+	lim := s.limits()
+	buf, _ := c.gc.Peek(-1)
+	req, n, err := codec.ParseRequest(buf, lim.MaxHandshakeBytes)
+	switch {
+	case err == codec.ErrHeadTooLarge:
+		s.reject(c, session.KindUser, codec.NewError(codec.CodeHeaderTooLarge, "request head too large"))
+		return
+	case err != nil:
+		s.reject(c, session.KindUser, codec.NewError(codec.CodeBadRequest, "malformed request"))
+		return
+	case n == 0:
+		return // need more; the handshake timeout bounds the wait
+	}
+	_, _ = c.gc.Discard(n)
+
+	if req.Path == pathHealthz && req.Method == "GET" && req.Upgrade == "" {
+		_, _ = c.gc.Write(codec.AppendHTTPResponse(nil, 200, "application/json", []byte(`{"status":"ok"}`)))
+		s.abort(c)
+		return
+	}
+	hs, e := s.checkRequest(c, &req)
+	if e != nil {
+		kind := session.KindUser
+		if hs != nil {
+			kind = hs.kind
+		}
+		s.reject(c, kind, e)
+		return
+	}
+	c.state = stAuthenticating
+	c.kind = hs.kind
+	if !s.work.submit(func() { s.authenticate(c, hs) }) {
+		s.reject(c, hs.kind, codec.NewError(codec.CodeServiceUnavailable, "server busy").WithDetails("handshake queue full"))
+	}
+}
+
+// checkRequest applies SPEC §2 steps 1–6 in order. It returns the parsed
+// handshake, or the error to answer with.
+func (s *Server) checkRequest(c *conn, req *codec.Request) (*handshakeReq, *codec.Error) {
+	hs := &handshakeReq{}
+	// Step 1: path shape, method, upgrade headers.
+	switch p := req.Path; {
+	case p == "/ws/admin":
+		hs.kind = session.KindAdmin
+	case strings.HasPrefix(p, "/ws/"):
+		parts := strings.Split(p[len("/ws/"):], "/")
+		if len(parts) != 2 {
+			return nil, codec.NewError(codec.CodeNotFound, "no such endpoint").WithDetails("expected /ws/{company}/{agent} or /ws/admin")
+		}
+		if !validID(parts[0]) || !validID(parts[1]) {
+			return hs, codec.NewError(codec.CodeBadRequest, "invalid company or agent id in path")
+		}
+		hs.company, hs.agent = parts[0], parts[1]
+	default:
+		return nil, codec.NewError(codec.CodeNotFound, "no such endpoint").WithDetails("expected /ws/{company}/{agent} or /ws/admin")
+	}
+	if e := req.CheckUpgrade(); e != nil {
+		return hs, e
+	}
+	if s.draining.Load() {
+		return hs, codec.NewError(codec.CodeServiceUnavailable, "draining").WithDetails("this pod is shutting down; reconnect")
+	}
+	lim := s.limits()
+	// Step 3: Origin.
+	if len(lim.AllowedOrigins) > 0 && !originAllowed(lim.AllowedOrigins, req.Origin) {
+		return hs, codec.NewError(codec.CodeForbidden, "origin not allowed")
+	}
+	// Step 4: API key (query or header).
+	key := req.Query("x-api-key")
+	if key == "" {
+		key = req.APIKey
+	}
+	okKey := s.opts.APIKeys.CheckUser(key)
+	if hs.kind == session.KindAdmin {
+		okKey = s.opts.APIKeys.CheckAdmin(key)
+	}
+	if !okKey {
+		s.m.AuthFailures.WithLabelValues(session.ReasonAPIKey).Inc()
+		return hs, codec.NewError(codec.CodeInvalidAPIKey, "invalid API key")
+	}
+	// Step 5 (cheap part): token and user present.
+	hs.token = req.Query("token")
+	if hs.token == "" {
+		s.m.AuthFailures.WithLabelValues(session.ReasonMissing).Inc()
+		return hs, codec.NewError(codec.CodeInvalidToken, "invalid token").WithDetails(session.ReasonMissing)
+	}
+	if hs.kind == session.KindUser {
+		hs.user = req.Query("user")
+		if hs.user == "" || !validID(hs.user) {
+			return hs, codec.NewError(codec.CodeBadRequest, "user query parameter is required")
+		}
+	}
+	// Step 6: per-IP handshake rate.
+	if !s.perIP.Load().allow(remoteIP(c)) {
+		return hs, codec.NewError(codec.CodeRateLimitExceeded, "too many handshakes from this address")
+	}
+	hs.key = req.SecKey
+	if s.opts.Subprotocol != "" && req.HasProtocol(s.opts.Subprotocol) {
+		hs.protocol = s.opts.Subprotocol
+	}
+	return hs, nil
+}
+
+// authenticate runs on a worker: token (step 5), session lock (step 7),
+// then the chats route, so the first event after `ready` is routed here.
+func (s *Server) authenticate(c *conn, hs *handshakeReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.limits().HandshakeTimeout)
+	defer cancel()
+	var (
+		id session.Identity
+		e  *codec.Error
+	)
+	if hs.kind == session.KindAdmin {
+		id, e = s.opts.Tokens.ValidateAdmin(ctx, hs.token)
+	} else {
+		id, e = s.opts.Tokens.ValidateUser(ctx, hs.token, hs.company, hs.agent, hs.user)
+	}
+	if e != nil {
+		s.m.AuthFailures.WithLabelValues(e.Details).Inc()
+		c.lp.exec(func() { s.reject(c, hs.kind, e) })
+		return
+	}
+	key := id.SessionKey()
+	acq, err := s.opts.Locker.Acquire(ctx, key)
+	if err != nil {
+		ce, ok := err.(*codec.Error)
+		if !ok {
+			ce = codec.NewError(codec.CodeServiceUnavailable, "session store unavailable")
+		}
+		if ce.Code == codec.CodeSessionConflict {
+			s.m.SessionConflicts.WithLabelValues("unresolved").Inc()
+		}
+		c.lp.exec(func() { s.reject(c, hs.kind, ce) })
+		return
+	}
+	if acq.Takeover != session.TakeoverNone {
+		s.m.SessionTakeovers.WithLabelValues(acq.Takeover.String()).Inc()
+	}
+	it := &ident{sessionKey: key, company: id.CompanyID, agent: id.AgentID,
+		subCompany: id.SubscribedCompanyID, subAgent: id.SubscribedAgentID}
+	probe := conn{kind: hs.kind, ident: it}
+	route := probe.chatsRoute()
+	if err := s.opts.Routes.Join(ctx, route); err != nil {
+		if s.index.owner(key) == nil {
+			s.opts.Locker.Release(key)
+		}
+		logx.L().Warn("route join failed", "err", err.Error())
+		c.lp.exec(func() {
+			s.reject(c, hs.kind, codec.NewError(codec.CodeSubscriptionFailure, "could not register route"))
+		})
+		return
+	}
+	c.lp.exec(func() { s.open(c, hs, it, route) })
+}
+
+// open finishes a handshake on the loop: 101, ready, index, timers.
+func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route) {
+	if c.state != stAuthenticating {
+		// The client left (or timed out) while we were authenticating.
+		s.opts.Routes.Leave(route)
+		if s.index.owner(it.sessionKey) == nil {
+			s.opts.Locker.Release(it.sessionKey)
+		}
+		return
+	}
+	l := c.lp
+	s.m.HandshakeDuration.Observe(time.Since(c.started).Seconds())
+	c.state = stOpen
+	c.ident = it
+	c.started = time.Now()
+	delete(l.pending, c)
+	l.open[c] = struct{}{}
+	l.join(c, route)
+	if old := s.index.claim(it.sessionKey, c); old != nil && old != c {
+		s.m.SessionConflicts.WithLabelValues("local").Inc()
+		old.lp.exec(func() { s.replaced(old) })
+	}
+	l.wheel.add(c, s.seconds(time.Now())+max(int64(s.limits().PingInterval/time.Second), 1))
+	s.mx.active[c.kind].Inc()
+	s.mx.accepted[c.kind].Inc()
+	// Written last: once the client sees ready, Deliver must find it.
+	out := codec.AppendUpgradeResponse(make([]byte, 0, 256), hs.key, hs.protocol)
+	_, _ = c.gc.Writev([][]byte{out, codec.ReadyFrame})
+	if c.gc.InboundBuffered() > 0 {
+		s.readFrames(c) // frames the client pipelined behind its handshake
+	}
+}
+
+// reject answers a failed handshake with its HTTP status and JSON body and
+// closes the socket. On loop.
+func (s *Server) reject(c *conn, kind session.Kind, e *codec.Error) {
+	if c.state >= stClosing {
+		return
+	}
+	var extra []string
+	if e.Code == codec.CodeUpgradeRequired {
+		extra = append(extra, "Sec-WebSocket-Version: 13")
+	}
+	_, _ = c.gc.Write(codec.AppendHTTPError(nil, e, extra...))
+	s.m.ConnectionsTotal.WithLabelValues(kind.String(), string(e.Code)).Inc()
+	s.m.HandshakeDuration.Observe(time.Since(c.started).Seconds())
+	s.abort(c)
+}
+
+// seconds is the timer-wheel clock: whole seconds since the server started.
+func (s *Server) seconds(t time.Time) int64 { return int64(t.Sub(s.epoch)/time.Second) + 1 }
+
+func validID(id string) bool {
+	if id == "" || len(id) > maxIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch b := id[i]; {
+		case b <= ' ', b == '.', b == '*', b == '>', b == '/', b == ':', b == 0x7f:
+			return false
+		}
+	}
+	return true
+}
+
+func originAllowed(allowed []string, origin string) bool {
+	for _, a := range allowed {
+		if a == "*" || strings.EqualFold(a, origin) {
+			return true
+		}
+	}
+	return false
+}
+
+func remoteIP(c *conn) string {
+	if a, ok := c.gc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.IP.String()
+	}
+	return ""
+}

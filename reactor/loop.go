@@ -1,0 +1,134 @@
+package reactor
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/dws-gateway/dws/session"
+	"github.com/panjf2000/gnet/v2"
+)
+
+// loop is dws's state for one gnet event loop. Fields below mu are shared
+// with other goroutines; everything else is touched only on the loop.
+//
+// DESIGN pitfall: waking a socket per message (AsyncWrite) is a throughput
+// cliff. Other goroutines instead append to the loop's inbox and schedule
+// at most one Execute per batch; the loop drains the inbox, fills rings and
+// flushes every dirty socket once with a single writev.
+type loop struct {
+	srv *Server
+	el  gnet.EventLoop
+	idx int
+
+	mu        sync.Mutex
+	inbox     []task
+	scheduled bool
+
+	// Loop-only state.
+	spare   []task // the previous inbox, reused to avoid garbage
+	members map[session.Route]map[*conn]struct{}
+	dirty   []*conn            // sockets with frames queued this turn
+	backlog map[*conn]struct{} // sockets whose ring waits for the kernel
+	pending map[*conn]struct{} // sockets still in the handshake
+	wheel   wheel
+	open    map[*conn]struct{} // every open socket, for shutdown
+
+	freeRings    [][][]byte
+	published    []time.Time // publish times of events written this turn
+	ringBytes    int
+	ringReported int
+}
+
+// task is one unit of work handed to a loop: either an event frame for a
+// route, or a function to run on the loop.
+type task struct {
+	route session.Route
+	frame []byte
+	meta  Meta
+	fn    func()
+}
+
+func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
+	return &loop{
+		srv:     s,
+		el:      el,
+		idx:     idx,
+		members: make(map[session.Route]map[*conn]struct{}),
+		backlog: make(map[*conn]struct{}),
+		pending: make(map[*conn]struct{}),
+		open:    make(map[*conn]struct{}),
+		wheel:   newWheel(),
+	}
+}
+
+// post queues t and makes sure one Execute will drain the inbox. Safe for
+// concurrent use. It reports false when the engine is gone.
+func (l *loop) post(t task) bool {
+	l.mu.Lock()
+	l.inbox = append(l.inbox, t)
+	schedule := !l.scheduled
+	l.scheduled = true
+	l.mu.Unlock()
+	if !schedule {
+		return true
+	}
+	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.drain)); err != nil {
+		l.mu.Lock()
+		l.scheduled = false
+		l.inbox = l.inbox[:0]
+		l.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// exec runs fn on the loop. Safe for concurrent use.
+func (l *loop) exec(fn func()) bool { return l.post(task{fn: fn}) }
+
+// drain runs on the loop: it takes the whole inbox, applies it, then
+// flushes every socket that got frames.
+func (l *loop) drain(context.Context) error {
+	l.mu.Lock()
+	batch := l.inbox
+	l.inbox = l.spare[:0]
+	l.scheduled = false
+	l.mu.Unlock()
+
+	for i := range batch {
+		t := &batch[i]
+		if t.fn != nil {
+			l.srv.guard("loop.task", t.fn)
+		} else {
+			l.deliver(t)
+		}
+		*t = task{} // drop references so frames can be collected
+	}
+	l.spare = batch[:0]
+	l.flushDirty()
+	return nil
+}
+
+// join adds c to the loop's members of r.
+func (l *loop) join(c *conn, r session.Route) {
+	set := l.members[r]
+	if set == nil {
+		set = make(map[*conn]struct{})
+		l.members[r] = set
+	}
+	set[c] = struct{}{}
+	l.srv.index.add(r, l.idx, 1)
+}
+
+// leave removes c from the loop's members of r.
+func (l *loop) leave(c *conn, r session.Route) {
+	set := l.members[r]
+	if _, ok := set[c]; !ok {
+		return
+	}
+	delete(set, c)
+	if len(set) == 0 {
+		delete(l.members, r)
+	}
+	l.srv.index.add(r, l.idx, -1)
+}

@@ -1,0 +1,11 @@
+package reactor
+
+import "time"
+
+// Meta travels with an event from the bridge to the socket write: the
+// request id for logs and the publish time for the fan-out latency
+// histogram.
+type Meta struct {
+	RequestID   string
+	PublishedAt time.Time
+}

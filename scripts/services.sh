@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Makes sure the services the integration tests use answer: Redis on
+# 127.0.0.1:6379 and NATS with JetStream on 127.0.0.1:4222. Starts them when
+# they are installed but down; installs redis-server with apt-get when it may;
+# otherwise stops at once with one line saying what to install.
+set -euo pipefail
+
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_up() {
+  for _ in $(seq 1 50); do up "$1" && return 0; sleep 0.1; done
+  return 1
+}
+
+if ! up 6379; then
+  if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+      echo "services: installing redis-server"
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
+    else
+      echo "services: Redis is not running on 127.0.0.1:6379 and redis-server is not installed: install redis-server (Debian: apt-get install redis-server)" >&2
+      exit 1
+    fi
+  fi
+  echo "services: starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  wait_up 6379 || { echo "services: redis-server did not come up on 127.0.0.1:6379" >&2; exit 1; }
+fi
+
+if ! up 4222; then
+  if command -v nats-server >/dev/null; then
+    echo "services: starting nats-server -js on 127.0.0.1:4222"
+    dir=$(mktemp -d)
+    nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$dir" >/dev/null 2>&1 &
+    wait_up 4222 || { echo "services: nats-server did not come up on 127.0.0.1:4222" >&2; exit 1; }
+  else
+    # The tests start embedded nats-servers of their own; the shared one is
+    # only a convenience.
+    echo "services: no NATS on 127.0.0.1:4222 (tests use embedded servers)"
+  fi
+fi
+echo "services: redis ok, nats ok"
