@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"reflect"
 	"unicode/utf8"
 
 	"github.com/bytedance/sonic"
@@ -55,6 +56,19 @@ var (
 	errChatIDInvalid  = NewError(CodeBadRequest, "chat_id contains invalid characters").
 				WithDetails("'.', '*', '>', whitespace and control characters are not allowed")
 )
+
+// Pretouch compiles the JSON decoders of DecodeClientMessage ahead of time.
+// sonic compiles a decoder per type on first use, which takes tens of
+// milliseconds; call Pretouch once at start-up so that cost is not paid by
+// the first client message on an event loop. Safe for concurrent use;
+// skipping it only delays the compilation.
+func Pretouch() error {
+	return sonic.PretouchMany([]reflect.Type{
+		reflect.TypeFor[clientWire](),
+		reflect.TypeFor[clientPayload](),
+		reflect.TypeFor[string](),
+	})
+}
 
 // maxTypeEcho bounds how much of an unknown type is echoed in the error.
 const maxTypeEcho = 64

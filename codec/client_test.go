@@ -222,3 +222,12 @@ func BenchmarkDecodeClientMessage(b *testing.B) {
 		}
 	}
 }
+
+func TestPretouch_NoError(t *testing.T) {
+	if err := Pretouch(); err != nil {
+		t.Fatal(err)
+	}
+	if _, e := DecodeClientMessage([]byte(`{"type":"ping"}`)); e != nil {
+		t.Fatal(e)
+	}
+}

@@ -40,6 +40,7 @@ type conn struct {
 	prev    *conn // timer-wheel list links
 	next    *conn
 
+	pos     [2]int32  // index in the loop's member lists (see slot)
 	started time.Time // first byte (handshake) or open time (open)
 	ident   *ident
 

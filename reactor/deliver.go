@@ -40,8 +40,13 @@ func (l *loop) deliver(t *task) {
 		key = session.Route{Kind: session.RouteAdmin}
 	}
 	n := 0
-	for c := range l.members[key] {
-		if c.state == stOpen && c.wants(t.route) && l.push(c, t.frame) {
+	lim := l.srv.limits()
+	set := l.members[key]
+	if set == nil {
+		return
+	}
+	for _, c := range set.conns {
+		if c.state == stOpen && c.wants(t.route) && l.push(c, t.frame, lim) {
 			n++
 		}
 	}
@@ -56,8 +61,7 @@ func (l *loop) deliver(t *task) {
 // push appends frame to c's ring unless the ring is over its caps, in
 // which case c is a slow consumer: the frame is dropped for c and counted
 // (SPEC §6), and the grace clock starts. On loop.
-func (l *loop) push(c *conn, frame []byte) bool {
-	lim := l.srv.limits()
+func (l *loop) push(c *conn, frame []byte, lim *Limits) bool {
 	if len(c.ring) >= lim.OutboundRingMessages ||
 		c.ringBytes+c.gc.OutboundBuffered()+len(frame) > lim.OutboundRingBytes {
 		l.srv.mx.dropSlow.Inc()
@@ -130,9 +134,10 @@ func (l *loop) dropRing(c *conn) {
 	c.ring = nil
 }
 
-// ringPoolMax bounds the loop's spare rings so a burst's worth of slices
-// is reused without keeping every socket's ring alive when idle.
-const ringPoolMax = 4096
+// ringPoolMax bounds the loop's spare rings so a fan-out to every socket of
+// a loop reuses its slices; the tick halves an idle pool (trimRings), so
+// idle sockets hold no ring memory.
+const ringPoolMax = 1 << 16
 
 // getRing takes a spare ring; rings exist only while frames wait, so an
 // idle socket holds none (DESIGN invariant 2).
@@ -149,6 +154,17 @@ func (l *loop) putRing(r [][]byte) {
 	clear(r)
 	if len(l.freeRings) < ringPoolMax && cap(r) <= 64 {
 		l.freeRings = append(l.freeRings, r[:0])
+	}
+}
+
+// trimRings releases half of the spare rings once a second beyond a small
+// reserve, so memory follows the recent fan-out width.
+func (l *loop) trimRings() {
+	const reserve = 256
+	if n := len(l.freeRings); n > reserve {
+		keep := reserve + (n-reserve)/2
+		clear(l.freeRings[keep:])
+		l.freeRings = l.freeRings[:keep]
 	}
 }
 
@@ -182,6 +198,7 @@ func (l *loop) tick(now time.Time) {
 		l.flushDirty()
 		return
 	}
+	l.trimRings()
 	for c := range l.pending {
 		if now.Sub(c.started) > lim.HandshakeTimeout {
 			delete(l.pending, c)

@@ -100,6 +100,11 @@ func (s *Server) limits() *Limits { return s.lim.Load() }
 
 // Start listens on opts.Addr and returns once the engine is accepting.
 func (s *Server) Start() error {
+	// sonic compiles its decoder on first use (~40 ms): pay it here, not on
+	// the loop that gets the first client message.
+	if err := codec.Pretouch(); err != nil {
+		return fmt.Errorf("reactor: json warm-up: %w", err)
+	}
 	s.work = newWorkers(s.opts.Workers, s.opts.WorkerQueue)
 	safego.Go(context.Background(), "reactor.engine", func(context.Context) {
 		err := gnet.Run(s, "tcp://"+s.opts.Addr,

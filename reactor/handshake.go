@@ -15,6 +15,10 @@ import (
 // itself (SPEC §1).
 const pathHealthz = "/healthz"
 
+// errDraining answers upgrades during shutdown: SPEC §6 fixes its code
+// (InternalServerError) and its status (503) although the table says 500.
+var errDraining = codec.NewError(codec.CodeInternalServerError, "draining").WithDetails("this pod is shutting down; reconnect to another")
+
 // maxIDLen bounds company/agent ids from the path: they become parts of
 // NATS subjects and Redis keys.
 const maxIDLen = 128
@@ -94,7 +98,7 @@ func (s *Server) checkRequest(c *conn, req *codec.Request) (*handshakeReq, *code
 		return hs, e
 	}
 	if s.draining.Load() {
-		return hs, codec.NewError(codec.CodeServiceUnavailable, "draining").WithDetails("this pod is shutting down; reconnect")
+		return hs, errDraining
 	}
 	lim := s.limits()
 	// Step 3: Origin.
@@ -232,7 +236,11 @@ func (s *Server) reject(c *conn, kind session.Kind, e *codec.Error) {
 	if e.Code == codec.CodeUpgradeRequired {
 		extra = append(extra, "Sec-WebSocket-Version: 13")
 	}
-	_, _ = c.gc.Write(codec.AppendHTTPError(nil, e, extra...))
+	status := e.HTTPStatus()
+	if e == errDraining {
+		status = 503
+	}
+	_, _ = c.gc.Write(codec.AppendHTTPErrorStatus(nil, status, e, extra...))
 	s.m.ConnectionsTotal.WithLabelValues(kind.String(), string(e.Code)).Inc()
 	s.m.HandshakeDuration.Observe(time.Since(c.started).Seconds())
 	s.abort(c)
