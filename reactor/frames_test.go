@@ -136,9 +136,12 @@ func TestFrames_RateLimit_ErrorThenClose4429(t *testing.T) {
 		o.Limits.RateLimitCloseAfter = 5
 	})
 	c := dial(t, p.userURL("acme", "a1", "u1")).ready()
+	// One write: the server may close before a later write would land.
+	var burst []byte
 	for i := 0; i < 10; i++ {
-		c.send(ws.OpText, []byte(`{"type":"ping"}`))
+		burst = append(burst, clientFrame(ws.OpText, true, []byte(`{"type":"ping"}`))...)
 	}
+	c.sendRaw(burst)
 	sawLimit := false
 	for {
 		h, pl := c.frame(3 * time.Second)
