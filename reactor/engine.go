@@ -45,6 +45,9 @@ type Server struct {
 	eng      gnet.Engine
 	port     int
 	draining atomic.Bool
+	// conns counts TCP connections (any state); gnet's CountConnections
+	// races with its own start-up, so dws keeps its own.
+	conns atomic.Int64
 	booted   chan struct{}
 	runErr   chan error
 	stopTick chan struct{}
@@ -176,6 +179,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &conn{gc: gc, lp: l, wheel: -1, started: time.Now()}
 	gc.SetContext(c)
 	l.pending[c] = struct{}{}
+	s.conns.Add(1)
 	return nil, gnet.None
 }
 
@@ -214,6 +218,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if c == nil {
 		return gnet.None
 	}
+	s.conns.Add(-1)
 	s.guard("reactor.close", func() { s.cleanup(c) })
 	return gnet.None
 }
@@ -312,7 +317,7 @@ func (s *Server) CloseAll(ctx context.Context, code uint16, reason string, grace
 		})
 	}
 	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) && s.eng.CountConnections() > 0 {
+	for time.Now().Before(deadline) && s.conns.Load() > 0 {
 		select {
 		case <-ctx.Done():
 			return

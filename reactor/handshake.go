@@ -156,7 +156,11 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 		id, e = s.opts.Tokens.ValidateUser(ctx, hs.token, hs.company, hs.agent, hs.user)
 	}
 	if e != nil {
-		s.m.AuthFailures.WithLabelValues(e.Details).Inc()
+		reason := e.Details
+		if e.Code != codec.CodeInvalidToken || reason == "" {
+			reason = "store_unavailable" // e.g. the replay store is down
+		}
+		s.m.AuthFailures.WithLabelValues(reason).Inc()
 		c.lp.exec(func() { s.reject(c, hs.kind, e) })
 		return
 	}

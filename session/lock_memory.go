@@ -11,21 +11,23 @@ import (
 // socket (4402 session-replaced). It never blocks, never fails and never
 // degrades. Safe for concurrent use.
 //
-// Holders are counted, not just marked: every Acquire must be matched by
-// exactly one Release, including the Release of a socket that was closed
-// because a newer one replaced it. A plain held/free flag would let that
-// late Release free the key under the newer socket, and the next
-// connection would then find the key free and leave two sockets open.
+// The lock is per pod, not per socket, like the Redis lock whose value is
+// the pod id: a second Acquire of a held key succeeds (TakeoverLocal) and
+// one Release frees it. So the caller releases when the pod stops owning
+// the session — when its current socket closes — and not when a socket
+// replaced by a newer one closes; the reactor's local index tells the two
+// apart (index.release reports whether the closing socket still owned the
+// key).
 type MemoryLocker struct {
-	mu      sync.Mutex
-	holders map[string]int
+	mu   sync.Mutex
+	held map[string]struct{}
 }
 
 var _ Locker = (*MemoryLocker)(nil)
 
 // NewMemoryLocker returns a locker with no key held.
 func NewMemoryLocker() *MemoryLocker {
-	return &MemoryLocker{holders: make(map[string]int)}
+	return &MemoryLocker{held: make(map[string]struct{})}
 }
 
 // Acquire takes key: TakeoverLocal when it was already held here (the
@@ -34,30 +36,24 @@ func NewMemoryLocker() *MemoryLocker {
 func (l *MemoryLocker) Acquire(_ context.Context, key string) (Acquired, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	n := l.holders[key]
-	l.holders[key] = n + 1
-	if n > 0 {
+	if _, ok := l.held[key]; ok {
 		return Acquired{Takeover: TakeoverLocal}, nil
 	}
+	l.held[key] = struct{}{}
 	return Acquired{Takeover: TakeoverNone}, nil
 }
 
-// Release drops one holder of key and frees it with the last one. A
-// Release with no holder is ignored. Non-blocking.
+// Release frees key; releasing a free key does nothing. Non-blocking.
 func (l *MemoryLocker) Release(key string) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	switch n := l.holders[key]; {
-	case n > 1:
-		l.holders[key] = n - 1
-	case n == 1:
-		delete(l.holders, key)
-	}
+	delete(l.held, key)
+	l.mu.Unlock()
 }
 
-// Held reports whether key is held (for tests and /ready diagnostics).
+// Held reports whether key is held (for tests and diagnostics).
 func (l *MemoryLocker) Held(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.holders[key] > 0
+	_, ok := l.held[key]
+	return ok
 }

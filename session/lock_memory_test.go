@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-func TestMemoryLocker_NewestWins_ReplacedSocketReleaseKeepsNewHolder(t *testing.T) {
+func TestMemoryLocker_HeldKey_AcquireIsLocalTakeover(t *testing.T) {
 	l := NewMemoryLocker()
 	const key = "c1:a1:u1"
 	acquire := func(want Takeover) {
@@ -20,16 +20,14 @@ func TestMemoryLocker_NewestWins_ReplacedSocketReleaseKeepsNewHolder(t *testing.
 		}
 	}
 	acquire(TakeoverNone)  // socket 1
-	acquire(TakeoverLocal) // socket 2 replaces socket 1
-	l.Release(key)         // socket 1 closes (replaced)
+	acquire(TakeoverLocal) // socket 2 replaces socket 1 (which does not release)
+	acquire(TakeoverLocal) // socket 3 replaces socket 2
 	if !l.Held(key) {
-		t.Fatal("the replaced socket's release freed the newer socket's lock")
+		t.Fatal("not held")
 	}
-	acquire(TakeoverLocal) // socket 3 still finds socket 2 holding it
-	l.Release(key)         // socket 2 closes (replaced)
-	l.Release(key)         // socket 3 closes
+	l.Release(key) // socket 3, the owner, closes
 	if l.Held(key) {
-		t.Fatal("key still held after every holder released")
+		t.Fatal("still held after the owner released")
 	}
 	l.Release(key) // a stray release is harmless
 	acquire(TakeoverNone)
@@ -73,11 +71,24 @@ func TestMemoryLocker_ConcurrentAcquire_ExactlyOneFindsItFree(t *testing.T) {
 	if free.Load() != 1 || local.Load() != n-1 {
 		t.Fatalf("none %d, local %d; want 1 and %d", free.Load(), local.Load(), n-1)
 	}
-	for range n {
-		wg.Go(func() { l.Release("k") })
+}
+
+func TestMemoryLocker_ConcurrentKeys_RaceFree(t *testing.T) {
+	l := NewMemoryLocker()
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			key := string(rune('a' + g))
+			for range 500 {
+				got, _ := l.Acquire(t.Context(), key)
+				if got.Takeover != TakeoverNone {
+					t.Errorf("%s: own key found held", key)
+					return
+				}
+				_ = l.Held(key)
+				l.Release(key)
+			}
+		})
 	}
 	wg.Wait()
-	if l.Held("k") {
-		t.Fatal("held after every release")
-	}
 }

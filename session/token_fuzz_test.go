@@ -14,13 +14,12 @@ var fuzzKey = []byte("0123456789abcdef0123456789abcdef")
 // are the spellings (padded or not) of the one genuine token — GCM makes
 // forging another infeasible, and base64 decoding is canonical.
 func FuzzValidateToken(f *testing.F) {
-	m, err := NewMinter(fuzzKey, fuzzKey)
-	if err != nil {
-		f.Fatal(err)
-	}
 	now := tokenEpoch
-	user, _ := m.MintUser(UserClaims{CompanyID: "c", AgentID: "a", UserID: "u", ExpiresAt: now.Add(time.Hour)})
-	admin, _ := m.MintAdmin(AdminClaims{AdminID: "root", ExpiresAt: now.Add(time.Hour)})
+	// The genuine tokens are sealed under a fixed nonce: each fuzz worker
+	// process runs this setup, and a randomly minted seed from the
+	// coordinator would be a genuine token the worker does not know.
+	user := fixedNonceToken(f, &UserClaims{CompanyID: "c", AgentID: "a", UserID: "u", ExpiresAt: now.Add(time.Hour)}, nil)
+	admin := fixedNonceToken(f, nil, &AdminClaims{AdminID: "root", ExpiresAt: now.Add(time.Hour)})
 	for _, s := range []string{"", "A", "====", user, admin, padded(user), user[:len(user)-1],
 		flipChar(user, 5), user + "=", strings.Repeat("A", 40), "\n" + user, user[:28]} {
 		f.Add(s)
@@ -45,6 +44,28 @@ func FuzzValidateToken(f *testing.F) {
 			t.Fatalf("forged admin token validated: %q", tok)
 		}
 	})
+}
+
+// fixedNonceToken seals user or admin claims with fuzzKey and an all-zero
+// nonce. Only for tests: a real token's nonce must be random.
+func fixedNonceToken(tb testing.TB, u *UserClaims, a *AdminClaims) string {
+	tb.Helper()
+	var plain []byte
+	var err error
+	if u != nil {
+		plain, err = encodeUserClaims(u)
+	} else {
+		plain, err = encodeAdminClaims(a)
+	}
+	if err != nil {
+		tb.Fatal(err)
+	}
+	aead, err := newAEAD(fuzzKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	nonce := make([]byte, nonceSize)
+	return tokenEncoding.EncodeToString(aead.Seal(nonce, nonce, plain, nil))
 }
 
 // FuzzDecodeClaims: no plaintext panics the claims decoder; whatever

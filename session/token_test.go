@@ -246,6 +246,9 @@ func TestValidateUser_RoundTrip_PaddedAndUnpadded(t *testing.T) {
 		c.JTI = "jti-12"
 		tok = f.mintUser(t, c)
 	}
+	if padded(tok) == tok {
+		t.Fatal("fixture token needs no padding")
+	}
 	for _, spelled := range []string{tok, padded(tok)} {
 		id, err := v.ValidateUser(t.Context(), spelled, c.CompanyID, c.AgentID, c.UserID)
 		if err != nil {

@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"encoding/json"
+	"io"
+	"sync"
+	"time"
+)
+
+// The parent and its workers talk JSON lines: the parent writes a
+// WorkerConfig and then commands to the worker's stdin; the worker writes
+// messages to its stdout. Logs go to stderr, never to stdout.
+
+// WorkerConfig is the first line a worker reads. It carries the keys, which
+// is why it travels over a pipe and never on a command line.
+type WorkerConfig struct {
+	Index            int           `json:"index"`
+	Server           string        `json:"server"`
+	Sources          []string      `json:"sources"`
+	From             int           `json:"from"` // socket ids [From, To)
+	To               int           `json:"to"`
+	Groups           int           `json:"groups"`
+	Rate             float64       `json:"rate"`     // dials/s of this worker; 0 = unpaced
+	Inflight         int           `json:"inflight"` // handshakes in flight at most
+	Churn            float64       `json:"churn"`    // closes+reconnects/s of this worker
+	Loops            int           `json:"loops"`
+	HandshakeTimeout time.Duration `json:"handshake_timeout"`
+	TokenTTL         time.Duration `json:"token_ttl"`
+	ProgressEvery    time.Duration `json:"progress_every"`
+	TokenKey         string        `json:"token_key"`
+	APIKey           string        `json:"api_key"`
+}
+
+// Commands from the parent.
+const (
+	cmdRamp  = "ramp"  // start dialling at T0
+	cmdChurn = "churn" // start churning (after every worker ramped)
+	cmdStop  = "stop"  // report the result and exit
+)
+
+type parentCmd struct {
+	Cmd string `json:"cmd"`
+	T0  int64  `json:"t0,omitempty"` // unix ns, shared by all workers
+}
+
+// Message types from a worker.
+const (
+	msgReady    = "ready"    // tokens minted, engine built
+	msgProgress = "progress" // periodic counters
+	msgRamped   = "ramped"   // every socket of the ramp opened or failed
+	msgResult   = "result"   // final figures, after stop
+	msgError    = "error"    // fatal; the worker exits
+)
+
+type workerMsg struct {
+	Type     string        `json:"type"`
+	Worker   int           `json:"worker"`
+	Progress *Progress     `json:"progress,omitempty"`
+	Result   *WorkerResult `json:"result,omitempty"`
+	Error    string        `json:"error,omitempty"`
+}
+
+// Progress is a worker's running counters.
+type Progress struct {
+	Dials          int64   `json:"dials"`
+	Opened         int64   `json:"opened"`
+	Failed         int64   `json:"failed"`
+	Connected      int64   `json:"connected"`
+	Errors         int64   `json:"errors"`
+	HandshakeP99Us int64   `json:"handshake_p99_us"`
+	CPUSeconds     float64 `json:"cpu_seconds"`
+}
+
+// WorkerResult is what one worker measured.
+type WorkerResult struct {
+	Sockets       int              `json:"sockets"`
+	Loops         int              `json:"loops"`
+	MintSeconds   float64          `json:"mint_seconds"`
+	Dials         int64            `json:"dials"`
+	Opened        int64            `json:"opened"`
+	Failed        int64            `json:"failed"`
+	Closed        int64            `json:"closed"`
+	Connected     int64            `json:"connected"`
+	RampOpened    int64            `json:"ramp_opened"`
+	RampFailed    int64            `json:"ramp_failed"`
+	FramesIn      int64            `json:"frames_in"`
+	Events        int64            `json:"events"`
+	Pings         int64            `json:"pings"`
+	PongsSent     int64            `json:"pongs_sent"`
+	Errors        map[string]int64 `json:"errors"`
+	CloseCodes    map[uint16]int64 `json:"close_codes"`
+	HandshakeRamp string           `json:"handshake_ramp_hdr"`
+	HandshakeAll  string           `json:"handshake_all_hdr"`
+	Timeline      []uint32         `json:"timeline"` // handshakes per TimelineStep since T0
+	RampEnd       int64            `json:"ramp_end"` // unix ns
+	RampCPU       float64          `json:"ramp_cpu_seconds"`
+	RampSysCPU    float64          `json:"ramp_sys_cpu_seconds"` // part of RampCPU spent in the kernel
+	TotalCPU      float64          `json:"total_cpu_seconds"`
+	ChurnClosed   int64            `json:"churn_closed"`
+	ChurnReopened int64            `json:"churn_reopened"`
+	ChurnFailed   int64            `json:"churn_failed"`
+	Dropped       int64            `json:"dropped"` // open sockets the server ended
+}
+
+// lineWriter writes JSON lines from several goroutines.
+type lineWriter struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func newLineWriter(w io.Writer) *lineWriter { return &lineWriter{enc: json.NewEncoder(w)} }
+
+func (w *lineWriter) send(v any) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.enc.Encode(v)
+}
