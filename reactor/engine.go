@@ -47,7 +47,7 @@ type Server struct {
 	draining atomic.Bool
 	// conns counts TCP connections (any state); gnet's CountConnections
 	// races with its own start-up, so dws keeps its own.
-	conns atomic.Int64
+	conns    atomic.Int64
 	booted   chan struct{}
 	runErr   chan error
 	stopTick chan struct{}
@@ -230,7 +230,6 @@ func (s *Server) cleanup(c *conn) {
 	c.state = stClosed
 	delete(l.pending, c)
 	delete(l.backlog, c)
-	delete(l.open, c)
 	l.wheel.remove(c)
 	l.dropRing(c)
 	c.frag = nil
@@ -308,7 +307,14 @@ func (s *Server) CloseAll(ctx context.Context, code uint16, reason string, grace
 	for _, l := range *s.loops.Load() {
 		l := l
 		l.exec(func() {
-			for c := range l.open {
+			// Every open socket sits on exactly one chats or admin route.
+			var open []*conn
+			for r, set := range l.members {
+				if slot(r) == 0 {
+					open = append(open, set.conns...)
+				}
+			}
+			for _, c := range open {
 				s.closeWith(c, code, reason)
 			}
 			for c := range l.pending {

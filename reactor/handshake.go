@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unique"
 
 	"github.com/dws-gateway/dws/codec"
 	"github.com/dws-gateway/dws/internal/logx"
@@ -180,8 +181,9 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 	if acq.Takeover != session.TakeoverNone {
 		s.m.SessionTakeovers.WithLabelValues(acq.Takeover.String()).Inc()
 	}
-	it := &ident{sessionKey: key, company: id.CompanyID, agent: id.AgentID,
-		subCompany: id.SubscribedCompanyID, subAgent: id.SubscribedAgentID}
+	// Interned: thousands of sockets of one company share one copy.
+	it := &ident{sessionKey: key, company: intern(id.CompanyID), agent: intern(id.AgentID),
+		subCompany: intern(id.SubscribedCompanyID), subAgent: intern(id.SubscribedAgentID)}
 	probe := conn{kind: hs.kind, ident: it}
 	route := probe.chatsRoute()
 	if err := s.opts.Routes.Join(ctx, route); err != nil {
@@ -213,7 +215,6 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	c.ident = it
 	c.started = time.Now()
 	delete(l.pending, c)
-	l.open[c] = struct{}{}
 	l.join(c, route)
 	if old := s.index.claim(it.sessionKey, c); old != nil && old != c {
 		s.m.SessionConflicts.WithLabelValues("local").Inc()
@@ -280,4 +281,13 @@ func remoteIP(c *conn) string {
 		return a.IP.String()
 	}
 	return ""
+}
+
+// intern returns the canonical copy of s (Go's unique package): ids repeat
+// across sockets, and an idle socket should not carry its own copies.
+func intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	return unique.Make(s).Value()
 }

@@ -32,7 +32,6 @@ type loop struct {
 	backlog map[*conn]struct{} // sockets whose ring waits for the kernel
 	pending map[*conn]struct{} // sockets still in the handshake
 	wheel   wheel
-	open    map[*conn]struct{} // every open socket, for shutdown
 
 	freeRings    [][][]byte
 	published    []time.Time // publish times of events written this turn
@@ -57,7 +56,6 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		members: make(map[session.Route]*memberSet),
 		backlog: make(map[*conn]struct{}),
 		pending: make(map[*conn]struct{}),
-		open:    make(map[*conn]struct{}),
 		wheel:   newWheel(),
 	}
 }

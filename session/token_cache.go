@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/hashicorp/golang-lru/v2/expirable"
 )
 
 // TokenCache remembers successful token validations (SPEC §3), keyed by the
@@ -27,7 +27,7 @@ type TokenCache interface {
 // capped by its token's expires_at). Safe for concurrent use; never blocks
 // on I/O.
 type MemoryTokenCache struct {
-	lru *lru.Cache[[sha256.Size]byte, cachedIdentity]
+	lru *expirable.LRU[[sha256.Size]byte, cachedIdentity]
 	now func() time.Time // time.Now; tests move it
 }
 
@@ -39,12 +39,22 @@ type cachedIdentity struct {
 var _ TokenCache = (*MemoryTokenCache)(nil)
 
 // NewMemoryTokenCache returns a cache of at most size entries
-// (auth.token_cache_size); size must be positive.
+// (auth.token_cache_size); size must be positive. Expired entries leave
+// only when looked up or pushed out; NewExpiringTokenCache also purges.
 func NewMemoryTokenCache(size int) (*MemoryTokenCache, error) {
-	c, err := lru.New[[sha256.Size]byte, cachedIdentity](size)
-	if err != nil {
-		return nil, fmt.Errorf("token cache: %w", err)
+	return NewExpiringTokenCache(size, 0)
+}
+
+// NewExpiringTokenCache is NewMemoryTokenCache whose entries are also
+// purged in the background once maxTTL (auth.token_cache_ttl) has passed,
+// so the memory of a connect burst is given back within maxTTL instead of
+// staying until size newer tokens push it out: the cache must not become
+// part of what every idle socket costs. maxTTL 0 = no purging.
+func NewExpiringTokenCache(size int, maxTTL time.Duration) (*MemoryTokenCache, error) {
+	if size <= 0 {
+		return nil, fmt.Errorf("token cache: size must be positive, got %d", size)
 	}
+	c := expirable.NewLRU[[sha256.Size]byte, cachedIdentity](size, nil, maxTTL)
 	return &MemoryTokenCache{lru: c, now: time.Now}, nil
 }
 

@@ -51,6 +51,9 @@ type Server struct {
 	// WorkerQueue bounds handshakes waiting for a worker; past it new
 	// upgrades get 503.
 	WorkerQueue int `koanf:"worker_queue" default:"4096" doc:"Handshakes that may wait for a worker; past it new upgrades get 503."`
+	// Pprof serves net/http/pprof on the ops listener: how the per-socket
+	// memory figures in perf/ are explained. Off by default.
+	Pprof bool `koanf:"pprof" default:"false" doc:"Serve /debug/pprof/ on the ops listener (profiling; keep off in production)."`
 }
 
 // Auth holds API keys and token keys (all secrets) and token rules.

@@ -34,21 +34,26 @@ type App struct {
 	Minter  *session.Minter
 
 	keys     *session.APIKeyGuard
+	store    *session.RedisStore // nil on a single node
 	locker   session.Locker
 	routes   session.Routes
 	ops      *http.Server
 	opsLn    net.Listener
 	draining bool
+	stopped  bool
+	// drainers run after upgrades stop and before sockets close (the
+	// bridge finishes and acks in-flight events there).
+	drainers []func(context.Context) error
 	mu       sync.Mutex
 	closers  []func(context.Context) error
 	// extraChecks are readiness probes added by optional parts (redis,
 	// nats, grpc), by dependency name.
-	extraChecks map[string]func() error
+	extraChecks map[string]func() (string, error)
 }
 
 // New builds a pod from a validated config. Nothing listens yet.
 func New(cfg *config.Config) (*App, error) {
-	a := &App{Cfg: cfg, Metrics: metrics.New()}
+	a := &App{Cfg: cfg, Metrics: metrics.New(), extraChecks: map[string]func() (string, error){}}
 	a.Metrics.BuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 	safego.SetPanicHook(func(where string) { a.Metrics.RecoveredPanics.WithLabelValues(where).Inc() })
 	logx.SetLevel(cfg.Log.Level)
@@ -66,27 +71,55 @@ func New(cfg *config.Config) (*App, error) {
 	if a.Minter, err = session.NewMinter(userKey, adminKey); err != nil {
 		return nil, err
 	}
+	a.keys = session.NewAPIKeyGuard(cfg.Auth.APIKey, cfg.Auth.AdminAPIKey)
 	var cache session.TokenCache
 	if cfg.Auth.TokenCacheTTL > 0 {
-		mc, err := session.NewMemoryTokenCache(cfg.Auth.TokenCacheSize)
+		mc, err := session.NewExpiringTokenCache(cfg.Auth.TokenCacheSize, cfg.Auth.TokenCacheTTL)
 		if err != nil {
 			return nil, err
 		}
 		cache = mc
 	}
+	var replay session.ReplayGuard
+	if len(cfg.Redis.Addrs) > 0 {
+		// Cluster mode: locks, routes, the token cache and the replay set
+		// are shared by every pod through Redis.
+		client, err := session.NewRedisClient(cfg.Redis)
+		if err != nil {
+			return nil, err
+		}
+		a.store = session.NewRedisStore(client, session.NewRedisOptions(cfg.Server.PodID, cfg.Redis, cfg.Session, cfg.Route, a.Metrics))
+		a.locker, a.routes = a.store.Locker(), a.store.Routes()
+		if cache != nil {
+			cache = session.NewTieredTokenCache(cache, a.store.TokenCache(), cfg.Auth.TokenCacheTTL)
+		}
+		replay = a.store.ReplayGuard()
+		a.extraChecks["redis"] = func() (string, error) {
+			switch {
+			case a.store.Healthy():
+				return "ok", nil
+			case cfg.Session.OnStoreDown == session.OnStoreDownReject:
+				return "", errors.New("unreachable")
+			default:
+				// accept_local: the pod still serves, so it stays ready.
+				return "degraded: unreachable, sessions enforced locally", nil
+			}
+		}
+	} else {
+		a.locker = session.NewMemoryLocker()
+		a.routes = session.NewMemoryRoutes(cfg.Server.PodID)
+	}
 	val, err := session.NewValidator(userKey, adminKey, session.ValidatorOptions{
 		ClockSkew:    cfg.Auth.ClockSkew,
 		MaxTokenAge:  cfg.Auth.MaxTokenAge,
 		RejectReplay: cfg.Auth.RejectReplay,
+		Replay:       replay,
 		Cache:        cache,
 		CacheTTL:     cfg.Auth.TokenCacheTTL,
 	})
 	if err != nil {
 		return nil, err
 	}
-	a.keys = session.NewAPIKeyGuard(cfg.Auth.APIKey, cfg.Auth.AdminAPIKey)
-	a.locker = session.NewMemoryLocker()
-	a.routes = session.NewMemoryRoutes(cfg.Server.PodID)
 
 	a.Server, err = reactor.New(reactor.Options{
 		Addr:        cfg.Server.WSAddr,
@@ -103,6 +136,9 @@ func New(cfg *config.Config) (*App, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	if a.store != nil {
+		a.store.SetEvictor(a.Server)
 	}
 	return a, nil
 }
@@ -130,10 +166,16 @@ func Limits(cfg *config.Config) reactor.Limits {
 
 // Start opens the listeners.
 func (a *App) Start(ctx context.Context) error {
+	if a.store != nil {
+		// Not ctx: the store's background work must outlive a cancelled
+		// start-up context and end only in Shutdown.
+		if err := a.store.Start(context.Background()); err != nil {
+			return fmt.Errorf("redis: %w", err)
+		}
+	}
 	if err := a.Server.Start(); err != nil {
 		return err
 	}
-	a.onClose(func(ctx context.Context) error { return a.Server.Stop(ctx) })
 	ln, err := net.Listen("tcp", a.Cfg.Server.OpsAddr)
 	if err != nil {
 		return fmt.Errorf("server.ops_addr: %w", err)
@@ -145,7 +187,6 @@ func (a *App) Start(ctx context.Context) error {
 			logx.L().Error("ops listener stopped", "err", err.Error())
 		}
 	})
-	a.onClose(func(ctx context.Context) error { return a.ops.Shutdown(ctx) })
 	return nil
 }
 
@@ -161,20 +202,44 @@ func (a *App) onClose(fn func(context.Context) error) {
 	a.mu.Unlock()
 }
 
-// Shutdown runs SPEC §6's drain: refuse upgrades, close 1001 to every
-// socket, wait the grace, drop the rest, release, stop listeners.
+// Shutdown runs SPEC §6's drain in its order: refuse upgrades, finish
+// in-flight events, close 1001 to every socket, wait the grace, drop the
+// rest, release this pod's Redis keys, stop gRPC and HTTP. Safe to call
+// twice.
 func (a *App) Shutdown(ctx context.Context) error {
 	a.mu.Lock()
-	a.draining = true
+	if a.stopped {
+		a.mu.Unlock()
+		return nil
+	}
+	a.stopped, a.draining = true, true
 	closers := a.closers
 	a.closers = nil
 	a.mu.Unlock()
+	var errs []error
 	a.Server.Drain()
 	logx.L().Info("draining", "open", a.Server.Open())
+	for _, fn := range a.drainers {
+		if err := fn(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	a.Server.CloseAll(ctx, codec.CloseGoingAway, "server shutting down", a.Cfg.Shutdown.CloseGrace)
-	var errs []error
+	if err := a.Server.Stop(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if a.store != nil {
+		if err := a.store.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("release redis keys: %w", err))
+		}
+	}
 	for i := len(closers) - 1; i >= 0; i-- {
 		if err := closers[i](ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if a.ops != nil {
+		if err := a.ops.Shutdown(ctx); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -199,14 +199,22 @@ func (c bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 func wsDial(t *testing.T, u string) net.Conn {
 	t.Helper()
-	conn, br, _, err := ws.Dialer{Protocols: []string{"json.v1"}, Timeout: 5 * time.Second}.Dial(context.Background(), u)
+	conn, err := tryWSDial(t, u)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return conn
+}
+
+func tryWSDial(t *testing.T, u string) (net.Conn, error) {
+	conn, br, _, err := ws.Dialer{Protocols: []string{"json.v1"}, Timeout: 5 * time.Second}.Dial(context.Background(), u)
+	if err != nil {
+		return nil, err
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
 	if br != nil {
-		return bufConn{conn, io.MultiReader(br, conn)}
+		return bufConn{conn, io.MultiReader(br, conn)}, nil
 	}
-	return conn
+	return conn, nil
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"io"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -17,9 +18,11 @@ import (
 // week is far beyond any browser session and keeps leaked tokens short-lived.
 const maxTokenLifetime = 7 * 24 * time.Hour
 
-func (a *App) readyChecks() map[string]func() error {
-	m := map[string]func() error{
-		"listener": func() error { return nil },
+// readyChecks are the readiness probes of SPEC §1 by dependency name: a
+// status text, or an error when the dependency is hard and down.
+func (a *App) readyChecks() map[string]func() (string, error) {
+	m := map[string]func() (string, error){
+		"listener": func() (string, error) { return "ok", nil },
 	}
 	for k, v := range a.extraChecks {
 		m[k] = v
@@ -36,6 +39,12 @@ func (a *App) opsHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /generate-token", a.handleUserToken)
 	mux.HandleFunc("POST /admin/generate-token", a.handleAdminToken)
+	if a.Cfg.Server.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, codec.NewError(codec.CodeNotFound, "no such endpoint"))
 	})
@@ -46,12 +55,12 @@ func (a *App) handleReady(w http.ResponseWriter, _ *http.Request) {
 	status, code := "ready", 200
 	deps := map[string]string{}
 	for name, check := range a.readyChecks() {
-		if err := check(); err != nil {
-			deps[name] = err.Error()
+		text, err := check()
+		if err != nil {
+			text = err.Error()
 			status, code = "not_ready", 503
-		} else {
-			deps[name] = "ok"
 		}
+		deps[name] = text
 	}
 	if a.Draining() {
 		status, code = "draining", 503

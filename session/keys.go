@@ -1,0 +1,95 @@
+package session
+
+import (
+	"encoding/hex"
+	"strings"
+)
+
+// keyspace builds every Redis key and channel of SPEC §3–5; no other file
+// spells a key. The prefix (config redis.key_prefix) is prepended to every
+// key and channel so tests, and several deployments sharing one Redis, stay
+// isolated.
+type keyspace struct {
+	prefix string
+}
+
+// session is the single-session lock key (SPEC §4) for a suffix from
+// Identity.SessionKey: "session:{C}:{A}:{U}" or "session:admin:{id}".
+func (k keyspace) session(suffix string) string {
+	return k.prefix + "session:" + suffix
+}
+
+// pod is the liveness lease of a pod (SPEC §4).
+func (k keyspace) pod(podID string) string {
+	return k.prefix + "pod:" + podID
+}
+
+// podPrefix is pod("") for Lua scripts, which append the pod id they read
+// from a lock or route member.
+func (k keyspace) podPrefix() string {
+	return k.prefix + "pod:"
+}
+
+// route is the route registry key of SPEC §5.
+func (k keyspace) route(r Route) string {
+	switch r.Kind {
+	case RouteAdmin:
+		return k.prefix + "route:admin"
+	case RouteMessages:
+		return k.prefix + "route:" + r.Company + ":" + r.Agent + ":messages:" + r.Chat
+	default:
+		return k.prefix + "route:" + r.Company + ":" + r.Agent + ":chats"
+	}
+}
+
+// killChannel is where a newcomer tells the holder of a session to let go
+// (SPEC §4): "session_kill:" + the same suffix as the lock key.
+func (k keyspace) killChannel(suffix string) string {
+	return k.prefix + "session_kill:" + suffix
+}
+
+// killPattern matches every kill channel of this prefix, for the one
+// PSUBSCRIBE each pod holds.
+func (k keyspace) killPattern() string {
+	return globEscape(k.prefix) + "session_kill:*"
+}
+
+// killSuffix returns the session suffix of a kill channel, or false when the
+// channel is not one of ours.
+func (k keyspace) killSuffix(channel string) (string, bool) {
+	rest, ok := strings.CutPrefix(channel, k.prefix+"session_kill:")
+	return rest, ok && rest != ""
+}
+
+// tokenCache is the cluster-wide cache of a validated token, keyed by the
+// token's SHA-256 so the token itself never becomes a key (SPEC §3).
+func (k keyspace) tokenCache(sum [32]byte) string {
+	return k.prefix + "token_cache:" + hex.EncodeToString(sum[:])
+}
+
+// jti is the replay marker of a token id (SPEC §3, auth.reject_replay).
+func (k keyspace) jti(jti string) string {
+	return k.prefix + "jti:" + jti
+}
+
+// all matches every key under the prefix (SCAN in tests and tooling).
+func (k keyspace) all() string {
+	return globEscape(k.prefix) + "*"
+}
+
+// globEscape quotes the characters Redis glob patterns treat specially, so
+// a prefix is matched literally.
+func globEscape(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -1,0 +1,48 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// redisReplayGuard is the cluster-wide ReplayGuard (SPEC §3,
+// auth.reject_replay): SET jti:<jti> NX with expiry at the token's
+// expires_at, so of two presentations on any pods exactly one is first. It
+// is the RedisStore itself seen through the ReplayGuard interface.
+type redisReplayGuard RedisStore
+
+var _ ReplayGuard = (*redisReplayGuard)(nil)
+
+// ReplayGuard returns the Redis replay guard of this store.
+func (s *RedisStore) ReplayGuard() ReplayGuard { return (*redisReplayGuard)(s) }
+
+// Seen implements ReplayGuard. A token already expired is not recorded
+// (it is refused before this check). While Redis is down it returns an
+// error without a round trip: whether to let an unchecked jti through is
+// the validator's decision.
+func (g *redisReplayGuard) Seen(ctx context.Context, jti string, until time.Time) (bool, error) {
+	s := (*RedisStore)(g)
+	if until.Before(time.Now()) {
+		return false, nil
+	}
+	if !s.Healthy() {
+		return false, errStoreDown
+	}
+	cctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	// Keep the marker through the expires_at instant itself (a token is
+	// valid while now ≤ expires_at): one extra second covers PXAT rounding.
+	err := s.rdb.SetArgs(cctx, s.keys.jti(jti), 1, redis.SetArgs{Mode: "NX", ExpireAt: until.Add(time.Second)}).Err()
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, redis.Nil):
+		return true, nil
+	default:
+		s.fail(ctx, "replay", err)
+		return false, err
+	}
+}

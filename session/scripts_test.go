@@ -1,0 +1,245 @@
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// scriptEnv is a prefix on the shared Redis plus a subscription to its
+// kill channels, for calling the scripts directly.
+type scriptEnv struct {
+	c    redis.UniversalClient
+	keys keyspace
+	ps   *redis.PubSub
+}
+
+func newScriptEnv(t *testing.T) *scriptEnv {
+	t.Helper()
+	c := sharedRedis(t)
+	k := keyspace{prefix: testPrefix(t, c)}
+	ps := c.PSubscribe(context.Background(), k.killPattern())
+	if _, err := ps.ReceiveTimeout(context.Background(), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ps.Close() })
+	return &scriptEnv{c: c, keys: k, ps: ps}
+}
+
+// notice returns the next kill notice within wait, or false.
+func (e *scriptEnv) notice(wait time.Duration) (killNotice, bool) {
+	msg, err := e.ps.ReceiveTimeout(context.Background(), wait)
+	if err != nil {
+		return killNotice{}, false
+	}
+	m, ok := msg.(*redis.Message)
+	if !ok {
+		return killNotice{}, false
+	}
+	var n killNotice
+	_ = json.Unmarshal([]byte(m.Payload), &n)
+	return n, true
+}
+
+func (e *scriptEnv) acquire(t *testing.T, suffix, me, checkLease, force, notified string) (int64, string, bool) {
+	t.Helper()
+	res, err := acquireScript.Run(context.Background(), e.c, []string{e.keys.session(suffix)},
+		me, 60000, e.keys.podPrefix(), checkLease, force, e.keys.killChannel(suffix), notified).Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return parseAcquire(res)
+}
+
+func TestAcquireScript_EveryPath(t *testing.T) {
+	env := newScriptEnv(t)
+	ctx := context.Background()
+	live := func(pod string) { env.c.Set(ctx, env.keys.pod(pod), "t", time.Minute) }
+	live("live")
+	tests := []struct {
+		name        string
+		holder      string // "" = key missing
+		checkLease  string
+		force       string
+		notified    string
+		wantCode    int64
+		wantValue   string // lock value afterwards
+		wantNotice  bool
+		wantOldPod  string
+		wantTTLOver time.Duration
+	}{
+		{name: "key missing: set to me", wantCode: acqFree, checkLease: "1", wantValue: "me", wantTTLOver: 50 * time.Second},
+		{name: "owner matches: renewed", holder: "me", checkLease: "1", wantCode: acqMine, wantValue: "me", wantTTLOver: 50 * time.Second},
+		{name: "live other: held and notified", holder: "live", checkLease: "1", wantCode: acqHeld, wantValue: "live", wantNotice: true, wantOldPod: "live"},
+		{name: "live other already notified: no second notice", holder: "live", checkLease: "1", notified: "live", wantCode: acqHeld, wantValue: "live"},
+		{name: "dead other: taken at once and told", holder: "dead", checkLease: "1", wantCode: acqDead, wantValue: "me", wantNotice: true, wantOldPod: "dead"},
+		{name: "dead other, lease check off (cluster): held", holder: "dead", checkLease: "0", wantCode: acqHeld, wantValue: "dead", wantNotice: true, wantOldPod: "dead"},
+		{name: "force from the holder: forced and told", holder: "live", checkLease: "1", force: "live", wantCode: acqForced, wantValue: "me", wantNotice: true, wantOldPod: "live"},
+		{name: "force from a former holder: still held", holder: "live", checkLease: "1", force: "other", notified: "live", wantCode: acqHeld, wantValue: "live"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			suffix := "c:a:u" + strconv.Itoa(i)
+			key := env.keys.session(suffix)
+			if tt.holder != "" {
+				env.c.Set(ctx, key, tt.holder, time.Second)
+			}
+			code, holder, published := env.acquire(t, suffix, "me", tt.checkLease, tt.force, tt.notified)
+			if code != tt.wantCode {
+				t.Fatalf("code %d, want %d", code, tt.wantCode)
+			}
+			if tt.holder != "" && tt.holder != "me" && holder != tt.holder {
+				t.Fatalf("holder %q, want %q", holder, tt.holder)
+			}
+			if got := get(t, env.c, key); got != tt.wantValue {
+				t.Fatalf("lock value %q, want %q", got, tt.wantValue)
+			}
+			if tt.wantTTLOver > 0 {
+				if ttl := env.c.PTTL(ctx, key).Val(); ttl < tt.wantTTLOver {
+					t.Fatalf("TTL %v, want over %v", ttl, tt.wantTTLOver)
+				}
+			}
+			if published != tt.wantNotice {
+				t.Fatalf("published %v, want %v", published, tt.wantNotice)
+			}
+			n, got := env.notice(100 * time.Millisecond)
+			if got != tt.wantNotice {
+				t.Fatalf("notice received %v, want %v", got, tt.wantNotice)
+			}
+			if got && (n.NewPodID != "me" || n.OldPodID != tt.wantOldPod) {
+				t.Fatalf("notice %+v, want new me old %s", n, tt.wantOldPod)
+			}
+		})
+	}
+}
+
+func TestReassertScript_EveryPath(t *testing.T) {
+	env := newScriptEnv(t)
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		holder    string
+		wantCode  int64
+		wantValue string
+	}{
+		{"owner matches: renewed", "me", reassertKept, "me"},
+		{"key missing: re-set to me", "", reassertRecreate, "me"},
+		{"other owner: reported, untouched", "other", reassertLost, "other"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := env.keys.session("c:a:r" + strconv.Itoa(i))
+			if tt.holder != "" {
+				env.c.Set(ctx, key, tt.holder, time.Second)
+			}
+			res, err := reassertScript.Run(ctx, env.c, []string{key}, "me", 60000).Slice()
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, holder, _ := parseAcquire(res)
+			if code != tt.wantCode {
+				t.Fatalf("code %d, want %d", code, tt.wantCode)
+			}
+			if code == reassertLost && holder != "other" {
+				t.Fatalf("holder %q", holder)
+			}
+			if got := get(t, env.c, key); got != tt.wantValue {
+				t.Fatalf("value %q, want %q", got, tt.wantValue)
+			}
+			if tt.wantValue == "me" && env.c.PTTL(ctx, key).Val() < 50*time.Second {
+				t.Fatal("TTL not renewed")
+			}
+		})
+	}
+}
+
+func TestReleaseScript_OnlyOwnerDeletes(t *testing.T) {
+	env := newScriptEnv(t)
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		holder    string
+		wantDel   int64
+		wantValue string
+	}{
+		{"owner matches: deleted", "me", 1, ""},
+		{"other owner: kept", "other", 0, "other"},
+		{"key missing: nothing", "", 0, ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := env.keys.session("c:a:d" + strconv.Itoa(i))
+			if tt.holder != "" {
+				env.c.Set(ctx, key, tt.holder, time.Second)
+			}
+			n, err := releaseScript.Run(ctx, env.c, []string{key}, "me").Int64()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != tt.wantDel {
+				t.Fatalf("deleted %d, want %d", n, tt.wantDel)
+			}
+			if got := get(t, env.c, key); got != tt.wantValue {
+				t.Fatalf("value %q, want %q", got, tt.wantValue)
+			}
+		})
+	}
+}
+
+func TestPodsScript_LiveLeaseAndUnexpiredScoreOnly(t *testing.T) {
+	env := newScriptEnv(t)
+	ctx := context.Background()
+	key := env.keys.route(Route{Kind: RouteChats, Company: "c", Agent: "a"})
+	now := time.Now()
+	future := float64(now.Add(time.Minute).UnixMilli())
+	env.c.ZAdd(ctx, key,
+		redis.Z{Score: future, Member: "live"},
+		redis.Z{Score: future, Member: "dead"},                                      // lease gone
+		redis.Z{Score: float64(now.Add(-time.Second).UnixMilli()), Member: "stale"}, // expiry passed
+		redis.Z{Score: future, Member: "me"},                                        // asking pod, no lease needed
+	)
+	env.c.Set(ctx, env.keys.pod("live"), "t", time.Minute)
+	env.c.Set(ctx, env.keys.pod("stale"), "t", time.Minute)
+	got, err := podsScript.Run(ctx, env.c, []string{key}, now.UnixMilli(), env.keys.podPrefix(), "me").StringSlice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(got)
+	if want := []string{"live", "me"}; !slices.Equal(got, want) {
+		t.Fatalf("pods %v, want %v", got, want)
+	}
+}
+
+func TestRouteAssertScript_WritesMemberCollectsLapsedSetsKeyTTL(t *testing.T) {
+	env := newScriptEnv(t)
+	ctx := context.Background()
+	key := env.keys.route(Route{Kind: RouteChats, Company: "c", Agent: "a"})
+	now := time.Now()
+	env.c.ZAdd(ctx, key,
+		redis.Z{Score: float64(now.Add(-time.Second).UnixMilli()), Member: "lapsed"},
+		redis.Z{Score: float64(now.Add(time.Minute).UnixMilli()), Member: "other"},
+	)
+	score := now.Add(5 * time.Minute).UnixMilli()
+	if err := routeAssertScript.Run(ctx, env.c, []string{key}, "me", score, now.UnixMilli(), (5 * time.Minute).Milliseconds()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	members, err := env.c.ZRangeWithScores(ctx, key, 0, -1).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, m := range members {
+		got[m.Member.(string)] = m.Score
+	}
+	if _, ok := got["lapsed"]; ok || len(got) != 2 || got["me"] != float64(score) {
+		t.Fatalf("members %v: want me at %d and other, lapsed collected", got, score)
+	}
+	if ttl := env.c.PTTL(ctx, key).Val(); ttl < 4*time.Minute {
+		t.Fatalf("route key TTL %v, want the GC TTL", ttl)
+	}
+}
