@@ -45,3 +45,9 @@ fuzz:
 
 clean:
 	rm -rf $(BIN)
+
+## proto: regenerate the gRPC stubs (needs protoc: apt-get install protobuf-compiler)
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./bridge/forwardpb

@@ -2,6 +2,7 @@
 //
 //	dws [serve] [--config FILE] [--set key=value ...]   run a pod (default)
 //	dws token user|admin ...                           mint a token
+//	dws publish --subject S --data JSON                 publish a test event
 //	dws config check FILE | config print               validate / show config
 //	dws version
 package main
@@ -19,6 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/dws-gateway/dws/bridge"
 	"github.com/dws-gateway/dws/cmd/dws/app"
 	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/logx"
@@ -40,6 +44,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = serve(args, stdout)
 	case "token":
 		err = token(args, stdout)
+	case "publish":
+		err = publish(args, stdout)
 	case "config":
 		err = configCmd(args, stdout)
 	case "version":
@@ -63,6 +69,7 @@ func usage(w io.Writer) {
   dws [serve] [--config FILE] [--set key=value ...]
   dws token user --company C --agent A --user U [--ttl 1h]
   dws token admin --admin ID [--company C] [--agent A] [--ttl 1h]
+  dws publish --subject websocket.C.A.chats --data '{"event_id":"e1",...}' [--request-id ID]
   dws config check FILE
   dws config print [--config FILE]
   dws version
@@ -217,4 +224,49 @@ func configCmd(args []string, stdout io.Writer) error {
 		return config.Print(stdout, cfg)
 	}
 	return fmt.Errorf("unknown config subcommand %q", args[0])
+}
+
+// publish sends one test event to JetStream: to nats.url when configured,
+// else to the embedded server of a local `make run` (nats.embedded_port).
+func publish(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	subject := fs.String("subject", "", "websocket.{company}.{agent}.chats | .messages.{chat} | .agents")
+	data := fs.String("data", "", "the event payload (JSON); default: a sample EnrichedEventPayload")
+	reqID := fs.String("request-id", "", "X-Request-ID header (default: a new id)")
+	cfg, err := loadConfig(fs, args)
+	if err != nil {
+		return err
+	}
+	if *subject == "" {
+		return errors.New("--subject is required, e.g. websocket.demo.agent1.chats")
+	}
+	payload := *data
+	if payload == "" {
+		r, ok := bridge.ParseSubject(*subject)
+		if !ok {
+			return fmt.Errorf("subject %q is not websocket.{company}.{agent}.chats|messages.{chat}|agents", *subject)
+		}
+		payload = fmt.Sprintf(`{"event_id":"%d","event_time":"%s","company_id":%q,"agent_id":%q,"row_data":{"hello":"from dws publish"}}`,
+			time.Now().UnixNano(), time.Now().UTC().Format(time.RFC3339Nano), r.Company, r.Agent)
+	}
+	url := cfg.NATS.URL
+	if url == "" {
+		if cfg.NATS.EmbeddedPort <= 0 {
+			return errors.New("no nats.url and no fixed nats.embedded_port: set DWS_NATS_URL")
+		}
+		url = fmt.Sprintf("nats://127.0.0.1:%d", cfg.NATS.EmbeddedPort)
+	}
+	nc, err := nats.Connect(url, nats.Name("dws publish"), nats.Timeout(3*time.Second))
+	if err != nil {
+		return fmt.Errorf("nats at %s: %w (is `make run` running?)", url, err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	p, err := bridge.Publish(ctx, nc, *subject, []byte(payload), *reqID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "published to %s: stream %s seq %d request_id %s\n", *subject, p.Stream, p.Sequence, p.RequestID)
+	return nil
 }

@@ -67,6 +67,11 @@ type Auth struct {
 	RejectReplay     bool          `koanf:"reject_replay" default:"false" doc:"Reject a token whose jti was already seen within its lifetime."`
 	TokenCacheTTL    time.Duration `koanf:"token_cache_ttl" default:"30s" doc:"Lifetime of a cached successful token validation (never past expires_at); 0 = no cache."`
 	TokenCacheSize   int           `koanf:"token_cache_size" default:"100000" doc:"Entries in the in-process token validation cache."`
+	// SharedTokenCache adds the Redis tier of SPEC §3's cache. Off by
+	// default: decrypting a token costs ~2 µs, a Redis GET plus SET costs two
+	// round trips per handshake and halved Redis-backed handshakes/s
+	// (perf/connect.md).
+	SharedTokenCache bool `koanf:"shared_token_cache" default:"false" doc:"Also cache validations in Redis (token_cache:<sha256>); costs two Redis round trips per handshake."`
 	// Dev is set (never from a file) when dws generated ephemeral keys.
 	Dev bool `koanf:"-"`
 }
@@ -143,7 +148,7 @@ type NATS struct {
 	NakDelay      time.Duration `koanf:"nak_delay" default:"1s" doc:"Redelivery delay of a message NAKed while Redis is down."`
 	FetchBatch    int           `koanf:"fetch_batch" default:"256" doc:"Messages fetched per pull."`
 	EmbeddedDir   string        `koanf:"embedded_dir" doc:"JetStream directory of the embedded server; empty = a temp dir."`
-	EmbeddedPort  int           `koanf:"embedded_port" default:"-1" doc:"Client port of the embedded server; -1 = random."`
+	EmbeddedPort  int           `koanf:"embedded_port" default:"14222" doc:"Client port of the embedded server on 127.0.0.1 (dws publish finds it there); -1 = random."`
 }
 
 // GRPC holds pod-to-pod forwarding settings.

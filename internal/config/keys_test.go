@@ -44,7 +44,7 @@ func TestEnvName_EveryKey_DerivedAndUnique(t *testing.T) {
 			t.Errorf("Lookup(%q) = %+v, %v; want env %s", key, k, ok, env)
 		}
 	}
-	if n := len(Keys()); n != 69 {
+	if n := len(Keys()); n != 70 {
 		t.Errorf("%d keys; update this count when adding a key (and regenerate docs)", n)
 	}
 }
@@ -120,7 +120,7 @@ func TestDefaults_FromTags_MatchSpec(t *testing.T) {
 		{"nats.consumer", c.NATS.Consumer, "ws_fanout"},
 		{"nats.create_stream", c.NATS.CreateStream, true},
 		{"nats.max_ack_pending", c.NATS.MaxAckPending, 5000},
-		{"nats.embedded_port", c.NATS.EmbeddedPort, -1},
+		{"nats.embedded_port", c.NATS.EmbeddedPort, 14222},
 		{"shutdown.close_grace", c.Shutdown.CloseGrace, 2 * time.Second},
 		{"shutdown.timeout", c.Shutdown.Timeout, 20 * time.Second},
 		{"log.level", c.Log.Level, "info"},

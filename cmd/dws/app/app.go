@@ -35,15 +35,13 @@ type App struct {
 
 	keys     *session.APIKeyGuard
 	store    *session.RedisStore // nil on a single node
+	events   *eventPath
 	locker   session.Locker
 	routes   session.Routes
 	ops      *http.Server
 	opsLn    net.Listener
 	draining bool
 	stopped  bool
-	// drainers run after upgrades stop and before sockets close (the
-	// bridge finishes and acks in-flight events there).
-	drainers []func(context.Context) error
 	mu       sync.Mutex
 	closers  []func(context.Context) error
 	// extraChecks are readiness probes added by optional parts (redis,
@@ -90,7 +88,7 @@ func New(cfg *config.Config) (*App, error) {
 		}
 		a.store = session.NewRedisStore(client, session.NewRedisOptions(cfg.Server.PodID, cfg.Redis, cfg.Session, cfg.Route, a.Metrics))
 		a.locker, a.routes = a.store.Locker(), a.store.Routes()
-		if cache != nil {
+		if cache != nil && cfg.Auth.SharedTokenCache {
 			cache = session.NewTieredTokenCache(cache, a.store.TokenCache(), cfg.Auth.TokenCacheTTL)
 		}
 		replay = a.store.ReplayGuard()
@@ -176,6 +174,11 @@ func (a *App) Start(ctx context.Context) error {
 	if err := a.Server.Start(); err != nil {
 		return err
 	}
+	if err := a.startEvents(ctx); err != nil {
+		_ = a.Server.Stop(ctx)
+		a.stopEvents()
+		return err
+	}
 	ln, err := net.Listen("tcp", a.Cfg.Server.OpsAddr)
 	if err != nil {
 		return fmt.Errorf("server.ops_addr: %w", err)
@@ -219,10 +222,8 @@ func (a *App) Shutdown(ctx context.Context) error {
 	var errs []error
 	a.Server.Drain()
 	logx.L().Info("draining", "open", a.Server.Open())
-	for _, fn := range a.drainers {
-		if err := fn(ctx); err != nil {
-			errs = append(errs, err)
-		}
+	if err := a.drainEvents(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("drain events: %w", err))
 	}
 	a.Server.CloseAll(ctx, codec.CloseGoingAway, "server shutting down", a.Cfg.Shutdown.CloseGrace)
 	if err := a.Server.Stop(ctx); err != nil {
@@ -233,6 +234,7 @@ func (a *App) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("release redis keys: %w", err))
 		}
 	}
+	a.stopEvents()
 	for i := len(closers) - 1; i >= 0; i-- {
 		if err := closers[i](ctx); err != nil {
 			errs = append(errs, err)
@@ -268,6 +270,7 @@ func (a *App) DevBanner(host string) (string, error) {
 
   Connect:   %s
   Browser:   const ws = new WebSocket("%s", "json.v1"); ws.onmessage = e => console.log(e.data)
+  Publish:   go run ./cmd/dws publish --subject websocket.demo.agent1.chats
   Metrics:   http://%s/metrics
 `, url, url, a.OpsAddr()), nil
 }

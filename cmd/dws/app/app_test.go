@@ -30,6 +30,14 @@ func startApp(t *testing.T, flags map[string]string) *App {
 	for k, v := range flags {
 		f[k] = v
 	}
+	// The pod id is the routable gRPC address: one free port serves both.
+	if f["server.pod_id"] == "" {
+		f["server.pod_id"] = freeAddr(t)
+	}
+	f["server.grpc_addr"] = f["server.pod_id"]
+	if f["nats.url"] == "" && f["nats.embedded_port"] == "" {
+		f["nats.embedded_port"] = "-1"
+	}
 	cfg, err := config.Load(config.LoadOptions{File: "", Env: []string{}, Flags: f})
 	if err != nil {
 		t.Fatal(err)

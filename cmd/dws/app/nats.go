@@ -1,0 +1,131 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc"
+
+	"github.com/dws-gateway/dws/bridge"
+	"github.com/dws-gateway/dws/internal/logx"
+	"github.com/dws-gateway/dws/internal/safego"
+)
+
+// eventPath is the outbound half of a pod: NATS (embedded when no nats.url
+// is configured), the JetStream bridge and the gRPC forward server.
+type eventPath struct {
+	embedded *server.Server
+	url      string
+	nc       *nats.Conn
+	grpc     *bridge.ForwardServer
+	grpcLn   net.Listener
+	bridge   *bridge.Bridge
+}
+
+// startEvents brings up NATS, gRPC and the bridge, in the order that lets
+// another pod push here before this pod consumes anything.
+func (a *App) startEvents(ctx context.Context) error {
+	cfg := a.Cfg
+	ev := &eventPath{url: cfg.NATS.URL}
+	a.events = ev
+	if ev.url == "" {
+		srv, url, err := bridge.StartEmbedded(cfg.NATS)
+		if err != nil {
+			return fmt.Errorf("embedded nats: %w", err)
+		}
+		ev.embedded, ev.url = srv, url
+		logx.L().Info("embedded NATS JetStream started", "url", url)
+	}
+	nc, err := bridge.Connect(ev.url, "dws "+cfg.Server.PodID)
+	if err != nil {
+		return fmt.Errorf("nats: %w", err)
+	}
+	ev.nc = nc
+	ln, err := net.Listen("tcp", cfg.Server.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("server.grpc_addr: %w", err)
+	}
+	ev.grpcLn = ln
+	ev.grpc = bridge.NewForwardServer(a.Server, a.Metrics)
+	safego.Go(ctx, "app.grpc", func(context.Context) {
+		if err := ev.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			logx.L().Error("grpc listener stopped", "err", err.Error())
+		}
+	})
+	ev.bridge, err = bridge.New(bridge.Options{
+		PodID:         cfg.Server.PodID,
+		NATS:          cfg.NATS,
+		GRPC:          cfg.GRPC,
+		Dispatch:      cfg.Dispatch,
+		RouteCacheTTL: cfg.Route.CacheTTL,
+		Conn:          nc,
+		Routes:        a.routes,
+		Local:         a.Server,
+		Metrics:       a.Metrics,
+	})
+	if err != nil {
+		return err
+	}
+	if err := ev.bridge.Start(context.Background()); err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	a.extraChecks["nats"] = func() (string, error) {
+		if !nc.IsConnected() {
+			return "", errors.New("disconnected")
+		}
+		return "ok", nil
+	}
+	a.extraChecks["grpc"] = func() (string, error) { return "ok", nil }
+	return nil
+}
+
+// drainEvents is SPEC §6 shutdown step 2: stop fetching, finish and ack
+// what is in flight.
+func (a *App) drainEvents(ctx context.Context) error {
+	if a.events == nil || a.events.bridge == nil {
+		return nil
+	}
+	return a.events.bridge.Drain(ctx)
+}
+
+// stopEvents is the last step: gRPC, the bridge, NATS.
+func (a *App) stopEvents() {
+	ev := a.events
+	if ev == nil {
+		return
+	}
+	if ev.grpc != nil {
+		ev.grpc.GracefulStop()
+	}
+	if ev.bridge != nil {
+		ev.bridge.Close()
+	}
+	if ev.nc != nil {
+		ev.nc.Close()
+	}
+	if ev.embedded != nil {
+		ev.embedded.Shutdown()
+		ev.embedded.WaitForShutdown()
+	}
+}
+
+// NATSURL is where this pod's events come from (the embedded server's URL
+// on a single node).
+func (a *App) NATSURL() string {
+	if a.events == nil {
+		return ""
+	}
+	return a.events.url
+}
+
+// GRPCAddr is the bound gRPC listener address.
+func (a *App) GRPCAddr() string {
+	if a.events == nil || a.events.grpcLn == nil {
+		return ""
+	}
+	return a.events.grpcLn.Addr().String()
+}
