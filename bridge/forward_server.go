@@ -35,21 +35,19 @@ const ForwardServiceName = "dws.forward.v1.Forward"
 // dws_deliveries_total{path="forwarded"}).
 type ForwardServer struct {
 	forwardpb.UnimplementedForwardServer
-	local     Deliverer
-	srv       *grpc.Server
-	health    *health.Server
-	forwarded prometheus.Counter
-	bad       prometheus.Counter
+	local  Deliverer
+	srv    *grpc.Server
+	health *health.Server
+	bad    prometheus.Counter
 }
 
 // NewForwardServer returns a server delivering to local; opts are extra
 // gRPC server options (TLS credentials, interceptors).
 func NewForwardServer(local Deliverer, m *metrics.Metrics, opts ...grpc.ServerOption) *ForwardServer {
 	s := &ForwardServer{
-		local:     local,
-		health:    health.NewServer(),
-		forwarded: m.Deliveries.WithLabelValues("forwarded"),
-		bad:       m.Drops.WithLabelValues("bad_forward"),
+		local:  local,
+		health: health.NewServer(),
+		bad:    m.Drops.WithLabelValues("bad_forward"),
 	}
 	s.srv = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxPushBytes)}, opts...)...)
 	forwardpb.RegisterForwardServer(s.srv, s)
@@ -104,13 +102,12 @@ func (s *ForwardServer) Push(ctx context.Context, req *forwardpb.PushRequest) (*
 				slog.Int("kind", int(ev.GetKind())), slog.String("company", ev.GetCompany()))
 			continue
 		}
-		meta := reactor.Meta{RequestID: id}
+		meta := reactor.Meta{RequestID: id, Forwarded: true}
 		if ns := ev.GetPublishedUnixNano(); ns != 0 {
 			meta.PublishedAt = time.Unix(0, ns)
 		}
 		var n int
 		safego.Run(ectx, "forward_push", func() { n = s.local.Deliver(r, ev.GetPayload(), meta) })
-		s.forwarded.Add(float64(n))
 		resp.Accepted[i] = uint32(n)
 	}
 	return resp, nil

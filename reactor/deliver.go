@@ -51,7 +51,11 @@ func (l *loop) deliver(t *task) {
 		}
 	}
 	if n > 0 {
-		l.srv.mx.localDeliver.Add(float64(n))
+		if t.meta.Forwarded {
+			l.srv.mx.fwdDeliver.Add(float64(n))
+		} else {
+			l.srv.mx.localDeliver.Add(float64(n))
+		}
 		if !t.meta.PublishedAt.IsZero() {
 			l.published = append(l.published, t.meta.PublishedAt)
 		}

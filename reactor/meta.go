@@ -8,4 +8,7 @@ import "time"
 type Meta struct {
 	RequestID   string
 	PublishedAt time.Time
+	// Forwarded marks an event another pod consumed and pushed here over
+	// gRPC: dws_deliveries_total counts it under path="forwarded".
+	Forwarded bool
 }

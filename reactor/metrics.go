@@ -14,6 +14,7 @@ type connMetrics struct {
 	duration      [2]prometheus.Observer
 	accepted      [2]prometheus.Counter
 	localDeliver  prometheus.Counter
+	fwdDeliver    prometheus.Counter
 	dropSlow      prometheus.Counter
 	dropClosing   prometheus.Counter
 	ringBytes     prometheus.Gauge
@@ -28,6 +29,7 @@ func newConnMetrics(m *metrics.Metrics) connMetrics {
 		x.accepted[k] = m.ConnectionsTotal.WithLabelValues(k.String(), "accepted")
 	}
 	x.localDeliver = m.Deliveries.WithLabelValues("local")
+	x.fwdDeliver = m.Deliveries.WithLabelValues("forwarded")
 	x.dropSlow = m.Drops.WithLabelValues("slow_consumer")
 	x.dropClosing = m.Drops.WithLabelValues("socket_closing")
 	x.ringBytes = m.OutboundRingBytes
