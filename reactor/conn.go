@@ -40,8 +40,8 @@ type conn struct {
 	prev    *conn // timer-wheel list links
 	next    *conn
 
-	pos     [2]int32  // index in the loop's member lists (see slot)
-	started time.Time // first byte (handshake) or open time (open)
+	pos     [2]int32 // index in the loop's member lists (see slot)
+	started int64    // unix nanos: first byte (handshake), then open time
 	ident   *ident
 
 	// Outbound ring (DESIGN invariant 2): frames shared with other sockets,
@@ -50,14 +50,25 @@ type conn struct {
 	ringBytes int
 	slowSince int64 // unix nanos when the ring first overflowed; 0 = healthy
 
-	// Inbound reassembly of a fragmented message (RFC 6455 §5.4).
-	frag   []byte
-	fragOp byte // 0 = none, else the first frame's opcode
-	utf8   codec.UTF8Validator
+	// Inbound reassembly of a fragmented message (RFC 6455 §5.4); nil
+	// unless one is in progress, so idle sockets do not carry it.
+	frag *reassembly
 
 	limiter   *rate.Limiter // allocated on the first data frame
 	overLimit uint16        // consecutive over-limit frames
 	selectSeq uint32        // latest select_chat, to drop stale completions
+}
+
+// reassembly holds a fragmented message until its final frame.
+type reassembly struct {
+	buf  []byte
+	op   byte // the first frame's opcode
+	utf8 codec.UTF8Validator
+}
+
+// since returns how long ago the socket's clock started.
+func (c *conn) since(now time.Time) time.Duration {
+	return time.Duration(now.UnixNano() - c.started)
 }
 
 // ident is what the handshake established; immutable once open except chat.

@@ -204,7 +204,7 @@ func (l *loop) tick(now time.Time) {
 	}
 	l.trimRings()
 	for c := range l.pending {
-		if now.Sub(c.started) > lim.HandshakeTimeout {
+		if c.since(now) > lim.HandshakeTimeout {
 			delete(l.pending, c)
 			if c.state == stHandshake {
 				s.reject(c, c.kind, codec.NewError(codec.CodeBadRequest, "handshake timeout"))

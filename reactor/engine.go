@@ -176,7 +176,7 @@ func (s *Server) loopOf(el gnet.EventLoop) *loop {
 // OnOpen starts a socket in the handshake state.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	l := s.loopOf(gc.EventLoop())
-	c := &conn{gc: gc, lp: l, wheel: -1, started: time.Now()}
+	c := &conn{gc: gc, lp: l, wheel: -1, started: time.Now().UnixNano()}
 	gc.SetContext(c)
 	l.pending[c] = struct{}{}
 	s.conns.Add(1)
@@ -247,7 +247,7 @@ func (s *Server) cleanup(c *conn) {
 		s.opts.Locker.Release(c.ident.sessionKey)
 	}
 	s.mx.active[c.kind].Dec()
-	s.mx.duration[c.kind].Observe(time.Since(c.started).Seconds())
+	s.mx.duration[c.kind].Observe(c.since(time.Now()).Seconds())
 }
 
 // closeWith sends a close frame with code and closes the socket. On loop.

@@ -79,40 +79,39 @@ func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits) {
 		s.closeWith(c, code, "")
 		return
 	}
-	if err := codec.CheckSequence(c.fragOp != 0, h.OpCode); err != nil {
+	if err := codec.CheckSequence(c.frag != nil, h.OpCode); err != nil {
 		s.closeForError(c, err)
 		return
 	}
 	op := h.OpCode
 	if op == ws.OpContinuation {
-		op = ws.OpCode(c.fragOp)
-		if len(c.frag)+len(payload) > lim.MaxMessageBytes {
+		f := c.frag
+		op = ws.OpCode(f.op)
+		if len(f.buf)+len(payload) > lim.MaxMessageBytes {
 			s.closeWith(c, codec.CloseMessageTooBig, "message too big")
 			return
 		}
-		c.frag = append(c.frag, payload...)
-		if op == ws.OpText && !c.utf8.Write(payload) {
+		f.buf = append(f.buf, payload...)
+		if op == ws.OpText && !f.utf8.Write(payload) {
 			s.closeForError(c, codec.ErrInvalidUTF8)
 			return
 		}
 		if !h.Fin {
 			return
 		}
-		if op == ws.OpText && !c.utf8.Valid() {
+		if op == ws.OpText && !f.utf8.Valid() {
 			s.closeForError(c, codec.ErrInvalidUTF8)
 			return
 		}
-		msg := c.frag
-		c.frag, c.fragOp = nil, 0
-		s.onMessage(c, op, msg, lim)
+		c.frag = nil
+		s.onMessage(c, op, f.buf, lim)
 		return
 	}
 	if !h.Fin {
 		// RFC 6455 §5.4: the first fragment; copy it, the buffer moves on.
-		c.fragOp = byte(op)
-		c.frag = append(make([]byte, 0, len(payload)*2), payload...)
-		c.utf8.Reset()
-		if op == ws.OpText && !c.utf8.Write(payload) {
+		f := &reassembly{op: byte(op), buf: append(make([]byte, 0, len(payload)*2), payload...)}
+		c.frag = f
+		if op == ws.OpText && !f.utf8.Write(payload) {
 			s.closeForError(c, codec.ErrInvalidUTF8)
 		}
 		return

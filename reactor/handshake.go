@@ -210,10 +210,10 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 		return
 	}
 	l := c.lp
-	s.m.HandshakeDuration.Observe(time.Since(c.started).Seconds())
+	s.m.HandshakeDuration.Observe(c.since(time.Now()).Seconds())
 	c.state = stOpen
 	c.ident = it
-	c.started = time.Now()
+	c.started = time.Now().UnixNano()
 	delete(l.pending, c)
 	l.join(c, route)
 	if old := s.index.claim(it.sessionKey, c); old != nil && old != c {
@@ -247,7 +247,7 @@ func (s *Server) reject(c *conn, kind session.Kind, e *codec.Error) {
 	}
 	_, _ = c.gc.Write(codec.AppendHTTPErrorStatus(nil, status, e, extra...))
 	s.m.ConnectionsTotal.WithLabelValues(kind.String(), string(e.Code)).Inc()
-	s.m.HandshakeDuration.Observe(time.Since(c.started).Seconds())
+	s.m.HandshakeDuration.Observe(c.since(time.Now()).Seconds())
 	s.abort(c)
 }
 
