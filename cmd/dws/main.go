@@ -131,7 +131,7 @@ func serve(args []string, stdout io.Writer) error {
 	defer stopWatch()
 	logx.L().Info("dws started", "ws_port", a.WSPort(), "ops_addr", a.OpsAddr(), "pod_id", cfg.Server.PodID, "dev_mode", dev)
 	if dev {
-		banner, err := a.DevBanner("localhost")
+		banner, err := a.DevBanner("127.0.0.1")
 		if err != nil {
 			return err
 		}
