@@ -5,7 +5,7 @@ BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/dws-gateway/dws/cmd/dws/app.Version=$(VERSION)
 
-.PHONY: run test test-short bench lint build proto services fuzz clean
+.PHONY: run test test-short bench bench-suite soak lint build proto services fuzz clean
 
 ## run: a single pod on embedded defaults (in-memory stores, dev keys); prints a URL and a token
 run:
@@ -51,3 +51,20 @@ proto:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./bridge/forwardpb
+
+## bench-suite: the load suite at small scale on embedded defaults (~2 min): fanout, slow, soak; reports and plots in perf/suite-*
+bench-suite: build
+	@ulimit -n 20000; \
+	export DWS_AUTH_TOKEN_AES_KEY=$${DWS_AUTH_TOKEN_AES_KEY:-$$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')}; \
+	export DWS_AUTH_API_KEY=$${DWS_AUTH_API_KEY:-bench-key}; rc=0; \
+	$(BIN)/dws-bench fanout --spawn-server $(BIN)/dws -n 5000 --groups 50 --rates 25,50,100,200 --step 5s --half 10s --out perf/suite-fanout || rc=1; \
+	$(BIN)/dws-bench slow --spawn-server $(BIN)/dws --hold 15s --out perf/suite-slow || rc=1; \
+	$(BIN)/dws-bench soak --spawn-server $(BIN)/dws -n 5000 --duration 30s --assert-rss-drift 1 --out perf/suite-soak || rc=1; \
+	exit $$rc
+
+## soak: 30 minutes at 15 000 sockets with churn and steady publishing; perf/soak-<date>
+soak: build
+	@ulimit -n 20000; \
+	export DWS_AUTH_TOKEN_AES_KEY=$${DWS_AUTH_TOKEN_AES_KEY:-$$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')}; \
+	export DWS_AUTH_API_KEY=$${DWS_AUTH_API_KEY:-bench-key}; \
+	$(BIN)/dws-bench soak --spawn-server $(BIN)/dws -n 15000 --procs 2 --rate 100 --churn 10 --duration 30m

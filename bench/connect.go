@@ -200,6 +200,11 @@ type runner struct {
 	t0      time.Time
 	phase   string
 	prog    progressLine
+	// hook adjusts each worker's config (scenarios beyond connect).
+	hook func(*WorkerConfig)
+	// onTick, when set, runs each second after the RSS sample (the
+	// scenarios that publish record more series there).
+	onTick func(now time.Time, agg *Progress, rss int64)
 }
 
 const msgExited = "exited" // synthetic: a worker's stdout ended
@@ -226,6 +231,9 @@ func (r *runner) spawn(ctx context.Context) error {
 			Inflight: max(1, r.cfg.Inflight/r.cfg.Procs), Churn: r.cfg.Churn / float64(r.cfg.Procs),
 			Loops: r.cfg.Loops, HandshakeTimeout: r.cfg.HandshakeTimeout, TokenTTL: r.cfg.TokenTTL,
 			ProgressEvery: r.cfg.ProgressEvery, TokenKey: r.cfg.TokenKey, APIKey: r.cfg.APIKey,
+		}
+		if r.hook != nil {
+			r.hook(&wc)
 		}
 		if err := ws.lw.send(wc); err != nil {
 			return fmt.Errorf("connect: configure worker %d: %w", i, err)
@@ -343,6 +351,8 @@ func (r *runner) tick(now time.Time) {
 		p.Connected += w.latest.Connected
 		p.Errors += w.latest.Errors
 		p.CPUSeconds += w.latest.CPUSeconds
+		p.Events += w.latest.Events
+		p.EventP99Us = max(p.EventP99Us, w.latest.EventP99Us)
 		p99 = max(p99, w.latest.HandshakeP99Us)
 	}
 	p.HandshakeP99Us = p99
@@ -355,6 +365,9 @@ func (r *runner) tick(now time.Time) {
 					Seconds: now.Sub(r.t0).Seconds(), Bytes: rss, Sockets: p.Connected})
 			}
 		}
+	}
+	if r.onTick != nil {
+		r.onTick(now, &p, rss)
 	}
 	if r.cfg.Progress != nil {
 		r.prog.print(r.cfg.Progress, now, r.t0, r.phase, r.cfg.Sockets, &p, rss)

@@ -25,7 +25,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	cleanupDWS()
+	os.Exit(code)
 }
 
 func startTestServer(t *testing.T, apiKey string) *benchtest.Server {

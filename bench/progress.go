@@ -15,6 +15,7 @@ type progressLine struct {
 	last       time.Time
 	lastOpened int64
 	lastCPU    float64
+	lastEvents int64
 	tty, dirty bool
 	checked    bool
 }
@@ -27,19 +28,23 @@ func (p *progressLine) print(w io.Writer, now, t0 time.Time, phase string, targe
 			p.tty = err == nil
 		}
 	}
-	var rate, cores float64
+	var rate, cores, evRate float64
 	if !p.last.IsZero() {
 		dt := now.Sub(p.last).Seconds()
 		rate = float64(agg.Opened-p.lastOpened) / dt
 		cores = (agg.CPUSeconds - p.lastCPU) / dt
+		evRate = float64(agg.Events-p.lastEvents) / dt
 	}
-	p.last, p.lastOpened, p.lastCPU = now, agg.Opened, agg.CPUSeconds
+	p.last, p.lastOpened, p.lastCPU, p.lastEvents = now, agg.Opened, agg.CPUSeconds, agg.Events
 	var elapsed time.Duration
 	if !t0.IsZero() {
 		elapsed = now.Sub(t0)
 	}
 	line := fmt.Sprintf("[%6.1fs] %-12s sockets %d/%d  hs/s %.0f  hs p99 %.1fms  errors %d  client cpu %.2f cores",
 		elapsed.Seconds(), phase, agg.Connected, target, rate, float64(agg.HandshakeP99Us)/1000, agg.Errors, cores)
+	if agg.Events > 0 {
+		line += fmt.Sprintf("  msg/s %.0f  msg p99 %.1fms (cumulative)", evRate, float64(agg.EventP99Us)/1000)
+	}
 	if rss > 0 {
 		line += fmt.Sprintf("  server rss %.1f MiB", float64(rss)/(1<<20))
 	}

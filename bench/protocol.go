@@ -29,6 +29,16 @@ type WorkerConfig struct {
 	ProgressEvery    time.Duration `json:"progress_every"`
 	TokenKey         string        `json:"token_key"`
 	APIKey           string        `json:"api_key"`
+	// Track turns on event tracking (fanout, slow, soak): latency by
+	// phase and class, a receipt timeline, per-socket sequence sets.
+	Track bool `json:"track,omitempty"`
+	// CrossFrom: groups ≥ CrossFrom are consumed by another pod
+	// (ClassCross); 0 = none.
+	CrossFrom int `json:"cross_from,omitempty"`
+	// SlowShare is the fraction of sockets that stop reading on cmdPause
+	// (IsSlow); SlowRecvBuf their SO_RCVBUF (0 = default).
+	SlowShare   float64 `json:"slow_share,omitempty"`
+	SlowRecvBuf int     `json:"slow_recv_buf,omitempty"`
 }
 
 // Commands from the parent.
@@ -36,11 +46,19 @@ const (
 	cmdRamp  = "ramp"  // start dialling at T0
 	cmdChurn = "churn" // start churning (after every worker ramped)
 	cmdStop  = "stop"  // report the result and exit
+	// cmdPause and cmdResume stop and restart reading on the slow sockets.
+	cmdPause  = "pause"
+	cmdResume = "resume"
 )
 
 type parentCmd struct {
 	Cmd string `json:"cmd"`
 	T0  int64  `json:"t0,omitempty"` // unix ns, shared by all workers
+	// Published is, with stop, the sequences sent per group (0..n-1) and
+	// Failed how many of them JetStream refused: what the loss check
+	// expects.
+	Published []int64 `json:"published,omitempty"`
+	Failed    []int64 `json:"failed,omitempty"`
 }
 
 // Message types from a worker.
@@ -69,6 +87,8 @@ type Progress struct {
 	Errors         int64   `json:"errors"`
 	HandshakeP99Us int64   `json:"handshake_p99_us"`
 	CPUSeconds     float64 `json:"cpu_seconds"`
+	Events         int64   `json:"events,omitempty"`
+	EventP99Us     int64   `json:"event_p99_us,omitempty"` // since the start
 }
 
 // WorkerResult is what one worker measured.
@@ -100,6 +120,18 @@ type WorkerResult struct {
 	ChurnReopened int64            `json:"churn_reopened"`
 	ChurnFailed   int64            `json:"churn_failed"`
 	Dropped       int64            `json:"dropped"` // open sockets the server ended
+	Track         *TrackResult     `json:"track,omitempty"`
+}
+
+// TrackResult is what a tracking worker saw of the events.
+type TrackResult struct {
+	Phases   []PhaseHist `json:"phases"`
+	Timeline []uint32    `json:"timeline"` // receipts per TimelineStep since T0
+	Loss     LossFigures `json:"loss"`
+	// SlowCloseCodes counts how the slow sockets ended.
+	SlowCloseCodes map[uint16]int64 `json:"slow_close_codes,omitempty"`
+	SlowSockets    int64            `json:"slow_sockets"`
+	SlowClosed     int64            `json:"slow_closed"`
 }
 
 // lineWriter writes JSON lines from several goroutines.

@@ -128,6 +128,9 @@ type TargetCheck struct {
 	Target string  `json:"target"`
 	Value  float64 `json:"value"`
 	Met    bool    `json:"met"`
+	// Assert: a miss fails the scenario (exit status 1); otherwise the
+	// check is reported only.
+	Assert bool `json:"assert,omitempty"`
 }
 
 // Saturation thresholds: a worker using 90 % of the cores its loops may run

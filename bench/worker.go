@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +45,22 @@ type worker struct {
 	churnClosed, churnReopened, churnFailed atomic.Int64
 	dropped                                 atomic.Int64
 	churnInFlight                           atomic.Int64 // closed by churn, not yet reopened or failed
+
+	tr         *tracker // nil unless cfg.Track; set before the first dial
+	slowMu     sync.Mutex
+	slowCodes  map[uint16]int64
+	slowClosed int64
+}
+
+// IsSlow tells whether socket id is one of the share of sockets that stop
+// reading in the slow scenario. A multiplicative hash spreads them evenly
+// over groups and workers, so every group has healthy and slow members.
+func IsSlow(id int, share float64) bool {
+	if share <= 0 {
+		return false
+	}
+	h := uint32(id) * 2654435761
+	return float64(h>>8)/float64(1<<24) < share
 }
 
 // RunWorker is a worker process's main: it reads its WorkerConfig and
@@ -76,10 +94,11 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 	mintSeconds := time.Since(mintStart).Seconds()
 
 	w := &worker{
-		cfg:    cfg,
-		state:  make([]atomic.Uint32, cfg.To-cfg.From),
-		sem:    make(chan struct{}, max(1, cfg.Inflight)),
-		ramped: make(chan struct{}),
+		cfg:       cfg,
+		state:     make([]atomic.Uint32, cfg.To-cfg.From),
+		sem:       make(chan struct{}, max(1, cfg.Inflight)),
+		ramped:    make(chan struct{}),
+		slowCodes: map[uint16]int64{},
 	}
 	w.rampLeft.Store(int64(cfg.To - cfg.From))
 	srv, err := netip.ParseAddrPort(cfg.Server)
@@ -94,14 +113,23 @@ func RunWorker(ctx context.Context, in io.Reader, out io.Writer) (err error) {
 		}
 		srcs = append(srcs, a)
 	}
-	w.eng, err = client.New(client.Config{
+	ecfg := client.Config{
 		Server:           srv,
 		Sources:          srcs,
 		Target:           func(id int) string { return targets[id-cfg.From] },
 		Loops:            cfg.Loops,
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Handler:          w,
-	})
+	}
+	if cfg.SlowRecvBuf > 0 && cfg.SlowShare > 0 {
+		ecfg.RecvBuffer = func(id int) int {
+			if IsSlow(id, cfg.SlowShare) {
+				return cfg.SlowRecvBuf
+			}
+			return 0
+		}
+	}
+	w.eng, err = client.New(ecfg)
 	if err != nil {
 		return err
 	}
@@ -156,8 +184,15 @@ func (w *worker) serve(ctx context.Context, lw *lineWriter, cmds <-chan parentCm
 			if !ok || c.Cmd == cmdStop {
 				stopChurn()
 				w.settleChurn()
-				return lw.send(workerMsg{Type: msgResult, Worker: w.cfg.Index,
-					Result: w.result(mintSeconds, rampHist, rampEnd, rampCPU, rampSys)})
+				res := w.result(mintSeconds, rampHist, rampEnd, rampCPU, rampSys)
+				if w.tr != nil {
+					tr, err := w.trackResult(c.Published, c.Failed)
+					if err != nil {
+						return err
+					}
+					res.Track = tr
+				}
+				return lw.send(workerMsg{Type: msgResult, Worker: w.cfg.Index, Result: res})
 			}
 			switch c.Cmd {
 			case cmdRamp:
@@ -167,6 +202,13 @@ func (w *worker) serve(ctx context.Context, lw *lineWriter, cmds <-chan parentCm
 				rampStarted = true
 				t0 := time.Unix(0, c.T0)
 				w.timeline = NewTimeline(t0)
+				if w.cfg.Track {
+					var slow func(int) bool
+					if w.cfg.SlowShare > 0 {
+						slow = func(id int) bool { return IsSlow(id, w.cfg.SlowShare) }
+					}
+					w.tr = newTracker(w.cfg.From, w.cfg.To, w.cfg.Groups, w.cfg.CrossFrom, w.eng.Loops(), slow, t0)
+				}
 				u, sys := selfCPUSplit()
 				rampCPU0, rampSys0 = u+sys, sys
 				rampedCh = w.ramped
@@ -174,6 +216,17 @@ func (w *worker) serve(ctx context.Context, lw *lineWriter, cmds <-chan parentCm
 			case cmdChurn:
 				if w.cfg.Churn > 0 {
 					safego.Go(churnCtx, "bench.worker.churn", w.churn)
+				}
+			case cmdPause, cmdResume:
+				for id := w.cfg.From; id < w.cfg.To; id++ {
+					if !IsSlow(id, w.cfg.SlowShare) {
+						continue
+					}
+					if c.Cmd == cmdPause {
+						w.eng.Pause(id)
+					} else {
+						w.eng.Resume(id)
+					}
 				}
 			}
 		case <-rampedCh:
@@ -202,7 +255,7 @@ func progressOf(st *client.Stats) *Progress {
 	return &Progress{
 		Dials: st.Dials, Opened: st.Opened, Failed: st.Failed, Connected: st.Connected,
 		Errors: st.ErrorTotal(), HandshakeP99Us: st.Handshake.ValueAtQuantile(99),
-		CPUSeconds: selfCPU(),
+		CPUSeconds: selfCPU(), Events: st.Events, EventP99Us: st.EventLatency.ValueAtQuantile(99),
 	}
 }
 
@@ -303,11 +356,24 @@ func (w *worker) OnOpen(id int, _ time.Duration) {
 	}
 }
 
-// OnEvent implements client.Handler; connect does not publish.
-func (w *worker) OnEvent(int, *client.Event) {}
+// OnEvent implements client.Handler: tracked when the scenario publishes.
+func (w *worker) OnEvent(id int, ev *client.Event) {
+	if w.tr != nil {
+		w.tr.event(id, ev)
+	}
+}
 
 // OnClose implements client.Handler.
 func (w *worker) OnClose(id int, info client.CloseInfo) {
+	if w.tr != nil {
+		w.tr.interrupt(id)
+		if info.Opened && IsSlow(id, w.cfg.SlowShare) {
+			w.slowMu.Lock()
+			w.slowCodes[info.Code]++
+			w.slowClosed++
+			w.slowMu.Unlock()
+		}
+	}
 	s := &w.state[id-w.cfg.From]
 	switch s.Load() {
 	case sRampDial:
@@ -346,6 +412,26 @@ func (w *worker) result(mintSeconds float64, rampHist string, rampEnd int64, ram
 		ChurnClosed: w.churnClosed.Load(), ChurnReopened: w.churnReopened.Load(),
 		ChurnFailed: w.churnFailed.Load(), Dropped: w.dropped.Load(),
 	}
+}
+
+// trackResult is the tracker's figures, with the loss check against the
+// parent's published counts.
+func (w *worker) trackResult(published, failed []int64) (*TrackResult, error) {
+	phases, tl, err := w.tr.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	loss := w.tr.loss(published, failed, func(id int) bool { return w.state[id-w.cfg.From].Load() == sOpen })
+	tr := &TrackResult{Phases: phases, Timeline: tl, Loss: loss}
+	for id := w.cfg.From; id < w.cfg.To; id++ {
+		if IsSlow(id, w.cfg.SlowShare) {
+			tr.SlowSockets++
+		}
+	}
+	w.slowMu.Lock()
+	tr.SlowCloseCodes, tr.SlowClosed = maps.Clone(w.slowCodes), w.slowClosed
+	w.slowMu.Unlock()
+	return tr, nil
 }
 
 var _ client.Handler = (*worker)(nil)

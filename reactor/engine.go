@@ -294,8 +294,9 @@ func (s *Server) tickLoops(context.Context) {
 }
 
 // backlogTick is how often sockets whose kernel buffer was full are retried:
-// short enough not to add visible latency to a briefly slow reader.
-const backlogTick = 50 * time.Millisecond
+// short enough not to add visible latency to a briefly slow reader; a tick
+// touches only the backlogged sockets.
+const backlogTick = 10 * time.Millisecond
 
 // Drain makes the listener refuse new upgrades with 503 "draining" (SPEC §6
 // shutdown step 1); open sockets are untouched.

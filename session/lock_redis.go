@@ -284,7 +284,7 @@ func (s *RedisStore) stillMine(ctx context.Context, key string) bool {
 // reject (503) or accept with local-only enforcement; an accepted key is
 // asserted in Redis when it returns (newest-wins there, see refresh).
 func (s *RedisStore) acquireDown(key string, e *lockEntry, snap uint64) (Acquired, error) {
-	if s.opt.OnStoreDown == OnStoreDownReject {
+	if s.onStoreDown() == OnStoreDownReject {
 		s.abandon(key, e)
 		return Acquired{}, errUnavailable
 	}

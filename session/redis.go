@@ -143,6 +143,8 @@ type RedisStore struct {
 	opt  RedisOptions
 	keys keyspace
 	m    *metrics.Metrics
+	// storeDown overrides opt.OnStoreDown after a reload (a string).
+	storeDown atomic.Value
 
 	leaseValue    string // this pod's start time, the lease's value
 	leaseTTL      time.Duration
@@ -331,7 +333,7 @@ func (s *RedisStore) setHealthy(ctx context.Context, up bool, op string, err err
 		s.m.Degraded.Set(1)
 		logx.From(ctx).Warn("session store unreachable; degraded mode",
 			slog.String("pod_id", s.opt.PodID), slog.String("op", op),
-			slog.String("error", err.Error()), slog.String("on_store_down", s.opt.OnStoreDown))
+			slog.String("error", err.Error()), slog.String("on_store_down", s.onStoreDown()))
 	}
 	s.wake()
 }
@@ -505,4 +507,22 @@ func (s *RedisStore) runJobs(ctx context.Context, batch []job) {
 		}
 	}
 	s.runBatch(ctx, "release", ops)
+}
+
+// onStoreDown is session.on_store_down as last set (SetOnStoreDown).
+func (s *RedisStore) onStoreDown() string {
+	if v, ok := s.storeDown.Load().(string); ok {
+		return v
+	}
+	return s.opt.OnStoreDown
+}
+
+// SetOnStoreDown changes session.on_store_down on a running store (SIGHUP):
+// reject or accept_local; anything else means accept_local. Safe for
+// concurrent use.
+func (s *RedisStore) SetOnStoreDown(mode string) {
+	if mode != OnStoreDownReject {
+		mode = OnStoreDownAcceptLocal
+	}
+	s.storeDown.Store(mode)
 }

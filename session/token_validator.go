@@ -5,6 +5,7 @@ import (
 	"crypto/cipher"
 	"crypto/sha256"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/dws-gateway/dws/codec"
@@ -49,8 +50,9 @@ type ValidatorOptions struct {
 // RejectReplay on, tokens carrying a jti bypass the cache entirely, since
 // their second presentation must fail.
 type Validator struct {
-	user, admin  cipher.AEAD // admin nil: no admin key configured
-	skew, maxAge time.Duration
+	user, admin cipher.AEAD // admin nil: no admin key configured
+	// skew and maxAge are hot-reloadable (SetRules), hence atomic.
+	skew, maxAge atomic.Int64
 	now          func() time.Time
 	replay       ReplayGuard // nil unless RejectReplay
 	cache        TokenCache  // nil unless caching is on
@@ -70,12 +72,7 @@ func NewValidator(userKey, adminKey []byte, opts ValidatorOptions) (*Validator, 
 	if err != nil {
 		return nil, err
 	}
-	v := &Validator{
-		user:   user,
-		skew:   opts.ClockSkew,
-		maxAge: opts.MaxTokenAge,
-		now:    opts.Now,
-	}
+	v := &Validator{user: user, now: opts.Now}
 	if adminKey != nil {
 		if v.admin, err = newAEAD(adminKey); err != nil {
 			return nil, errors.New("admin " + err.Error())
@@ -93,7 +90,15 @@ func NewValidator(userKey, adminKey []byte, opts ValidatorOptions) (*Validator, 
 	if opts.Cache != nil && opts.CacheTTL > 0 {
 		v.cache, v.cacheTTL = opts.Cache, opts.CacheTTL
 	}
+	v.SetRules(opts.ClockSkew, opts.MaxTokenAge)
 	return v, nil
+}
+
+// SetRules changes auth.clock_skew and auth.max_token_age on a running
+// validator (SIGHUP). Negative values count as zero. Safe for concurrent use.
+func (v *Validator) SetRules(clockSkew, maxTokenAge time.Duration) {
+	v.skew.Store(int64(max(clockSkew, 0)))
+	v.maxAge.Store(int64(max(maxTokenAge, 0)))
 }
 
 // invalidToken is the InvalidToken error for one reason. The errors are
@@ -214,10 +219,10 @@ func (v *Validator) checkTimes(id *Identity, now time.Time) *codec.Error {
 		return errTokenExpired
 	}
 	if !id.IssuedAt.IsZero() {
-		if id.IssuedAt.After(now.Add(v.skew)) {
+		if id.IssuedAt.After(now.Add(time.Duration(v.skew.Load()))) {
 			return errTokenNotYetValid
 		}
-		if v.maxAge > 0 && now.Sub(id.IssuedAt) > v.maxAge {
+		if maxAge := time.Duration(v.maxAge.Load()); maxAge > 0 && now.Sub(id.IssuedAt) > maxAge {
 			return errTokenTooOld
 		}
 	}

@@ -20,6 +20,9 @@ type conn struct {
 	fd    int32
 	gen   uint32 // bumped when the slot is freed: stale epoll events and deadlines miss
 	state uint8
+	// paused: Pause was called; reads wait for Resume (fits the padding,
+	// the struct stays 48 bytes).
+	paused bool
 }
 
 // slot returns a free slot index, growing the slab when none is free.

@@ -8,10 +8,11 @@ import (
 )
 
 // openSocket starts a non-blocking connect from src (unspecified = let the
-// kernel choose) to dst and returns the socket, or the error kind. The
+// kernel choose) to dst and returns the socket, or the error kind; rcvbuf > 0
+// sets SO_RCVBUF (before connect, so the window scale matches it). The
 // sockaddrs are the caller's scratch: x/sys writes its raw form into them,
 // so each loop passes its own.
-func openSocket(src netip.Addr, srcSa, dst *unix.SockaddrInet4) (int, string) {
+func openSocket(src netip.Addr, srcSa, dst *unix.SockaddrInet4, rcvbuf int) (int, string) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, connectKind(err)
@@ -19,6 +20,9 @@ func openSocket(src netip.Addr, srcSa, dst *unix.SockaddrInet4) (int, string) {
 	// Pongs and close frames are a few bytes each and answer the server:
 	// they must not wait for Nagle.
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if rcvbuf > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf)
+	}
 	if src.IsValid() && !src.IsUnspecified() {
 		// Without IP_BIND_ADDRESS_NO_PORT, bind(port 0) reserves a port for
 		// the source address alone, capping it at the ~28k ephemeral ports

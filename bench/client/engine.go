@@ -52,6 +52,11 @@ type Config struct {
 	MaxFrame int
 	// Handler, when set, is told about every open, event and close.
 	Handler Handler
+	// RecvBuffer, when set, returns the SO_RCVBUF of socket id (0 = the
+	// kernel's autotuned default). A slow-consumer scenario gives its
+	// paused sockets a small one so the server's outbound ring, not the
+	// kernel's buffers, absorbs the backlog within seconds.
+	RecvBuffer func(id int) int
 }
 
 // Handler observes sockets. Its methods run on a loop goroutine while that
@@ -217,6 +222,14 @@ func (e *Engine) Dial(id int) { e.loops[id%e.nloops].push(command{id: int32(id),
 // server echoes it, the end of the socket (OnClose with ByClient). A socket
 // still in its handshake is dropped at once.
 func (e *Engine) Close(id int) { e.loops[id%e.nloops].push(command{id: int32(id), op: cmdClose}) }
+
+// Pause stops reading socket id, as a browser tab whose page froze: bytes
+// pile up in the kernel's buffers and then in the server's outbound ring.
+// Pings go unanswered too. A paused socket's hang-up is seen on Resume.
+func (e *Engine) Pause(id int) { e.loops[id%e.nloops].push(command{id: int32(id), op: cmdPause}) }
+
+// Resume reads socket id again, starting with whatever queued meanwhile.
+func (e *Engine) Resume(id int) { e.loops[id%e.nloops].push(command{id: int32(id), op: cmdResume}) }
 
 // Connected returns the number of open sockets.
 func (e *Engine) Connected() int64 { return e.connected.Load() }

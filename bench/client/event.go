@@ -17,6 +17,10 @@ type Event struct {
 	Subject []byte
 	// Latency is receipt time minus TS; 0 when TS is absent.
 	Latency time.Duration
+	// Phase is row_data.phase, the step of a scenario the publisher was in
+	// (so late frames are charged to the step that caused them); 0 when
+	// absent.
+	Phase int64
 }
 
 // The json.v1 envelopes as dws writes them (codec/envelope.go); a contains
@@ -32,6 +36,7 @@ var (
 	seqKey     = []byte(`"seq":`)
 	tsKey      = []byte(`"ts":`)
 	subjectKey = []byte(`"subject":"`)
+	phaseKey   = []byte(`"phase":`)
 )
 
 func isReady(p []byte) bool {
@@ -53,6 +58,7 @@ func scanEvent(p []byte, ev *Event) {
 	ev.Payload = p
 	ev.Seq = intAfter(p, seqKey, -1)
 	ev.TS = intAfter(p, tsKey, 0)
+	ev.Phase = intAfter(p, phaseKey, 0)
 	ev.Subject = nil
 	if i := bytes.Index(p, subjectKey); i >= 0 {
 		s := p[i+len(subjectKey):]

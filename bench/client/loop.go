@@ -33,6 +33,8 @@ const (
 	cmdDial cmdOp = iota
 	cmdClose
 	cmdStop
+	cmdPause
+	cmdResume
 )
 
 type command struct {
@@ -168,6 +170,19 @@ func (l *loop) runCommands() bool {
 			l.dial(c.id)
 		case cmdClose:
 			l.closeByClient(c.id)
+		case cmdPause:
+			if slot := l.lookup(c.id); slot >= 0 {
+				l.conns[slot].paused = true
+			}
+		case cmdResume:
+			if slot := l.lookup(c.id); slot >= 0 && l.conns[slot].paused {
+				l.conns[slot].paused = false
+				// Edge-triggered: the edges that came while paused are
+				// spent, so drain now rather than wait for the next one.
+				if l.conns[slot].state >= stUpgrading {
+					l.readable(slot, false)
+				}
+			}
 		case cmdStop:
 			return true
 		}
@@ -200,7 +215,11 @@ func (l *loop) dial(id int32) {
 	}
 	l.st.dials++
 	start := l.e.now()
-	fd, kind := openSocket(l.e.source(int(id)), &l.srcSa, &l.dstSa)
+	rcv := 0
+	if l.e.cfg.RecvBuffer != nil {
+		rcv = l.e.cfg.RecvBuffer(int(id))
+	}
+	fd, kind := openSocket(l.e.source(int(id)), &l.srcSa, &l.dstSa, rcv)
 	if kind != "" {
 		l.st.failed++
 		l.st.errors[kind]++
@@ -242,6 +261,9 @@ func (l *loop) handle(slot int32, gen uint32, events uint32) {
 		if !l.connected(slot, events&(unix.EPOLLERR|unix.EPOLLHUP) != 0) {
 			return
 		}
+	}
+	if c.paused && c.state >= stOpen {
+		return // read on Resume
 	}
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
 		l.readable(slot, events&(unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0)

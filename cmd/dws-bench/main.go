@@ -25,9 +25,12 @@ import (
 // planned and refused (exit 2) rather than stubbed.
 var scenarios = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
 	"connect": runConnect,
+	"fanout":  runFanout,
+	"slow":    runSlow,
+	"soak":    runSoak,
 }
 
-var planned = []string{"fanout", "soak", "slow", "cluster", "ab"}
+var planned = []string{"cluster", "ab"}
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: dws-bench <scenario> [flags]
@@ -35,6 +38,16 @@ func usage(w io.Writer) {
 scenarios:
   connect   ramp to N authenticated sockets, hold them (optionally churning),
             report handshakes/s, handshake latency and server RSS per socket
+  fanout    N sockets over G groups; publish a sweep of rates to JetStream;
+            saturation, publish→receive p50/p99/p99.9, loss, duplicates,
+            server CPU per frame; a run at half saturation; --pods 2 adds the
+            cross-pod hop beside the local path
+  slow      a share of the sockets stop reading while events flow: the server
+            must close them with 4408 within bounded memory, and the healthy
+            sockets' p99 must hold
+  soak      N sockets for a long time with churn and steady publishing: zero
+            loss among sockets that stayed connected, RSS drift, goroutines,
+            error counters from /metrics
 
 planned (issue 5, not built yet): `+strings.Join(planned, ", ")+`
 

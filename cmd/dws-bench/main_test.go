@@ -19,7 +19,7 @@ func TestRun_ExitStatusAndMessages(t *testing.T) {
 	}{
 		{"no scenario", nil, 2, "usage: dws-bench", ""},
 		{"unknown scenario", []string{"bogus"}, 2, `unknown scenario "bogus"`, ""},
-		{"planned scenario is refused, not stubbed", []string{"fanout"}, 2, `"fanout" is planned`, ""},
+		{"planned scenario is refused, not stubbed", []string{"cluster"}, 2, `"cluster" is planned`, ""},
 		{"help", []string{"help"}, 0, "", "connect"},
 		{"connect flags", []string{"connect", "-h"}, 0, "-token-key", ""},
 		{"bad address", []string{"connect", "--addr", "localhost"}, 2, "--addr", ""},

@@ -33,17 +33,18 @@ type App struct {
 	Server  *reactor.Server
 	Minter  *session.Minter
 
-	keys     *session.APIKeyGuard
-	store    *session.RedisStore // nil on a single node
-	events   *eventPath
-	locker   session.Locker
-	routes   session.Routes
-	ops      *http.Server
-	opsLn    net.Listener
-	draining bool
-	stopped  bool
-	mu       sync.Mutex
-	closers  []func(context.Context) error
+	keys      *session.APIKeyGuard
+	validator *session.Validator
+	store     *session.RedisStore // nil on a single node
+	events    *eventPath
+	locker    session.Locker
+	routes    session.Routes
+	ops       *http.Server
+	opsLn     net.Listener
+	draining  bool
+	stopped   bool
+	mu        sync.Mutex
+	closers   []func(context.Context) error
 	// extraChecks are readiness probes added by optional parts (redis,
 	// nats, grpc), by dependency name.
 	extraChecks map[string]func() (string, error)
@@ -119,6 +120,7 @@ func New(cfg *config.Config) (*App, error) {
 		return nil, err
 	}
 
+	a.validator = val
 	a.Server, err = reactor.New(reactor.Options{
 		Addr:        cfg.Server.WSAddr,
 		Loops:       cfg.Server.Loops,
@@ -280,4 +282,8 @@ func (a *App) DevBanner(host string) (string, error) {
 func (a *App) Apply(next *config.Config) {
 	logx.SetLevel(next.Log.Level)
 	a.Server.SetLimits(Limits(next))
+	a.validator.SetRules(next.Auth.ClockSkew, next.Auth.MaxTokenAge)
+	if a.store != nil {
+		a.store.SetOnStoreDown(next.Session.OnStoreDown)
+	}
 }

@@ -1,0 +1,270 @@
+package bench
+
+import (
+	"math/bits"
+	"strconv"
+	"sync"
+	"time"
+
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
+	"github.com/dws-gateway/dws/bench/client"
+)
+
+// Latency classes of a tracked socket: which path its events take. The
+// fanout scenario compares them within one run, under the same load.
+const (
+	// ClassLocal: the pod holding the socket consumed the event.
+	ClassLocal = 0
+	// ClassCross: another pod consumed it and forwarded it over gRPC.
+	ClassCross = 1
+	// ClassSlow: a socket of the slow scenario that stops reading.
+	ClassSlow  = 2
+	numClasses = 3
+)
+
+// maxTrackedSeq bounds one socket's seen-bitset (4 M events of one subject,
+// 512 KiB): a larger sequence is counted as received but not checked.
+const maxTrackedSeq = 1 << 22
+
+// tracker is a worker's record of the events its sockets received: latency
+// by (phase, class), a receipt timeline, and per socket the set of
+// sequence numbers seen, for loss and duplicate detection.
+//
+// Events of socket id are always handled on loop id % loops of the engine,
+// so one shard per loop is touched by one goroutine while the run goes on;
+// its mutex is uncontended and only makes the final read safe.
+type tracker struct {
+	from, groups int
+	crossFrom    int // groups ≥ crossFrom are ClassCross
+	slow         func(id int) bool
+	subjects     [][]byte // chats subject of each group
+	t0           time.Time
+	shards       []trackShard
+	socks        []sockTrack // by id - from
+}
+
+type trackShard struct {
+	mu       sync.Mutex
+	phases   map[int64]*phaseTrack // phase*numClasses + class
+	timeline []uint32              // receipts per TimelineStep since t0
+	dups     int64
+	wrong    int64 // events whose subject is not the socket's group's
+	untagged int64 // events without a seq (not the bench's)
+}
+
+type phaseTrack struct {
+	frames int64
+	hist   *hdrhistogram.Histogram
+}
+
+// sockTrack is one socket's receipts. interrupted: the socket closed at
+// some point, so a gap in its sequence is not the server's loss.
+type sockTrack struct {
+	seen        []uint64
+	interrupted bool
+}
+
+func newTracker(from, to, groups, crossFrom, loops int, slow func(int) bool, t0 time.Time) *tracker {
+	t := &tracker{
+		from: from, groups: groups, crossFrom: crossFrom, slow: slow, t0: t0,
+		shards: make([]trackShard, max(1, loops)),
+		socks:  make([]sockTrack, to-from),
+	}
+	if t.crossFrom <= 0 {
+		t.crossFrom = groups
+	}
+	for g := range groups {
+		t.subjects = append(t.subjects, []byte(ChatsSubject(g)))
+	}
+	for i := range t.shards {
+		t.shards[i].phases = make(map[int64]*phaseTrack)
+	}
+	return t
+}
+
+// ChatsSubject is the JetStream subject group g's sockets receive (see
+// identity).
+func ChatsSubject(g int) string {
+	s := strconv.Itoa(g)
+	return "websocket.c" + s + ".a" + s + ".chats"
+}
+
+func (t *tracker) class(id int) int {
+	switch {
+	case t.slow != nil && t.slow(id):
+		return ClassSlow
+	case id%t.groups >= t.crossFrom:
+		return ClassCross
+	}
+	return ClassLocal
+}
+
+// event records one event of socket id; it runs on id's loop.
+func (t *tracker) event(id int, ev *client.Event) {
+	sh := &t.shards[id%len(t.shards)]
+	now := time.Now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	i := max(0, int(now.Sub(t.t0)/TimelineStep))
+	for i >= len(sh.timeline) {
+		sh.timeline = append(sh.timeline, 0)
+	}
+	sh.timeline[i]++
+	if ev.Seq < 0 {
+		sh.untagged++
+		return
+	}
+	g := id % t.groups
+	if string(ev.Subject) != string(t.subjects[g]) {
+		sh.wrong++
+		return
+	}
+	if s := ev.Seq; s < maxTrackedSeq {
+		st := &t.socks[id-t.from]
+		w := int(s >> 6)
+		for w >= len(st.seen) {
+			st.seen = append(st.seen, 0)
+		}
+		bit := uint64(1) << (s & 63)
+		if st.seen[w]&bit != 0 {
+			sh.dups++
+		}
+		st.seen[w] |= bit
+	}
+	if ev.Phase <= 0 {
+		return // warm-up or between steps: counted in the timeline only
+	}
+	key := ev.Phase*numClasses + int64(t.class(id))
+	p := sh.phases[key]
+	if p == nil {
+		p = &phaseTrack{hist: client.NewHistogram()}
+		sh.phases[key] = p
+	}
+	p.frames++
+	us := ev.Latency.Microseconds()
+	_ = p.hist.RecordValue(min(max(us, 1), p.hist.HighestTrackableValue()))
+}
+
+// interrupt marks socket id as having closed; it runs on id's loop.
+func (t *tracker) interrupt(id int) {
+	sh := &t.shards[id%len(t.shards)]
+	sh.mu.Lock()
+	t.socks[id-t.from].interrupted = true
+	sh.mu.Unlock()
+}
+
+// LossFigures count missing and repeated events among the sockets that
+// stayed connected for the whole run.
+type LossFigures struct {
+	// Checked is the number of sockets whose sequences were checked.
+	Checked int64 `json:"sockets_checked"`
+	// Excluded sockets closed at some point (churn, slow, dropped) or
+	// never opened.
+	Excluded int64 `json:"sockets_excluded"`
+	// Lost is the number of (socket, event) pairs published and stored
+	// by JetStream but never received.
+	Lost int64 `json:"lost"`
+	// SocketsWithLoss counts checked sockets missing at least one event.
+	SocketsWithLoss int64 `json:"sockets_with_loss"`
+	// Duplicates counts events a socket received more than once.
+	Duplicates int64 `json:"duplicates"`
+	// WrongSubject counts events a socket should never have seen.
+	WrongSubject int64 `json:"wrong_subject"`
+}
+
+// loss checks every socket against what was published: per group,
+// sequences 0..next[g]-1 were sent and failed[g] of them were refused by
+// JetStream (so never stored, never owed). open tells whether a socket is
+// open now.
+func (t *tracker) loss(next, failed []int64, open func(id int) bool) LossFigures {
+	var f LossFigures
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		f.Duplicates += sh.dups
+		f.WrongSubject += sh.wrong
+		sh.mu.Unlock()
+	}
+	for k := range t.socks {
+		id := t.from + k
+		sh := &t.shards[id%len(t.shards)]
+		sh.mu.Lock()
+		st := &t.socks[k]
+		if st.interrupted || !open(id) {
+			f.Excluded++
+			sh.mu.Unlock()
+			continue
+		}
+		var sent, want int64
+		if g := id % t.groups; g < len(next) {
+			sent = min(next[g], maxTrackedSeq)
+			want = sent
+			if g < len(failed) {
+				want -= failed[g]
+			}
+		}
+		got := countBelow(st.seen, sent)
+		sh.mu.Unlock()
+		f.Checked++
+		if got < want {
+			f.Lost += want - got
+			f.SocketsWithLoss++
+		}
+	}
+	return f
+}
+
+// countBelow counts the set bits of seen below n.
+func countBelow(seen []uint64, n int64) int64 {
+	var c int64
+	for w, v := range seen {
+		lo := int64(w) << 6
+		if lo >= n {
+			break
+		}
+		if n-lo < 64 {
+			v &= (uint64(1) << (n - lo)) - 1
+		}
+		c += int64(bits.OnesCount64(v))
+	}
+	return c
+}
+
+// PhaseHist is one (phase, class) latency histogram as a worker ships it.
+type PhaseHist struct {
+	Phase  int64  `json:"phase"`
+	Class  int    `json:"class"`
+	Frames int64  `json:"frames"`
+	Hist   string `json:"hdr"`
+}
+
+// snapshot returns the merged per-phase histograms and the timeline.
+func (t *tracker) snapshot() ([]PhaseHist, []uint32, error) {
+	merged := map[int64]*phaseTrack{}
+	var timeline []uint32
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for k, p := range sh.phases {
+			m := merged[k]
+			if m == nil {
+				m = &phaseTrack{hist: client.NewHistogram()}
+				merged[k] = m
+			}
+			m.frames += p.frames
+			m.hist.Merge(p.hist)
+		}
+		timeline = MergeCounts(timeline, sh.timeline)
+		sh.mu.Unlock()
+	}
+	var out []PhaseHist
+	for k, p := range merged {
+		enc, err := EncodeHistogram(p.hist)
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, PhaseHist{Phase: k / numClasses, Class: int(k % numClasses), Frames: p.frames, Hist: enc})
+	}
+	return out, timeline, nil
+}
