@@ -173,7 +173,11 @@ func (a *App) Start(ctx context.Context) error {
 			return fmt.Errorf("redis: %w", err)
 		}
 	}
+	if err := a.startForward(ctx); err != nil {
+		return err
+	}
 	if err := a.Server.Start(); err != nil {
+		a.stopEvents()
 		return err
 	}
 	if err := a.startEvents(ctx); err != nil {

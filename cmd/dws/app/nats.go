@@ -26,12 +26,32 @@ type eventPath struct {
 	bridge   *bridge.Bridge
 }
 
-// startEvents brings up NATS, gRPC and the bridge, in the order that lets
-// another pod push here before this pod consumes anything.
-func (a *App) startEvents(ctx context.Context) error {
-	cfg := a.Cfg
-	ev := &eventPath{url: cfg.NATS.URL}
+// startForward opens the gRPC listener before the WebSocket listener: a
+// socket's route names this pod as soon as it is open, so other pods must
+// be able to push here from that moment.
+func (a *App) startForward(ctx context.Context) error {
+	ev := &eventPath{url: a.Cfg.NATS.URL}
 	a.events = ev
+	ln, err := net.Listen("tcp", a.Cfg.Server.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("server.grpc_addr: %w", err)
+	}
+	ev.grpcLn = ln
+	ev.grpc = bridge.NewForwardServer(a.Server, a.Metrics)
+	safego.Go(ctx, "app.grpc", func(context.Context) {
+		if err := ev.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			logx.L().Error("grpc listener stopped", "err", err.Error())
+		}
+	})
+	a.extraChecks["grpc"] = func() (string, error) { return "ok", nil }
+	return nil
+}
+
+// startEvents brings up NATS (embedded when no nats.url) and the JetStream
+// bridge, once sockets can be served.
+func (a *App) startEvents(context.Context) error {
+	cfg := a.Cfg
+	ev := a.events
 	if ev.url == "" {
 		srv, url, err := bridge.StartEmbedded(cfg.NATS)
 		if err != nil {
@@ -45,17 +65,6 @@ func (a *App) startEvents(ctx context.Context) error {
 		return fmt.Errorf("nats: %w", err)
 	}
 	ev.nc = nc
-	ln, err := net.Listen("tcp", cfg.Server.GRPCAddr)
-	if err != nil {
-		return fmt.Errorf("server.grpc_addr: %w", err)
-	}
-	ev.grpcLn = ln
-	ev.grpc = bridge.NewForwardServer(a.Server, a.Metrics)
-	safego.Go(ctx, "app.grpc", func(context.Context) {
-		if err := ev.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			logx.L().Error("grpc listener stopped", "err", err.Error())
-		}
-	})
 	ev.bridge, err = bridge.New(bridge.Options{
 		PodID:         cfg.Server.PodID,
 		NATS:          cfg.NATS,
@@ -79,7 +88,6 @@ func (a *App) startEvents(ctx context.Context) error {
 		}
 		return "ok", nil
 	}
-	a.extraChecks["grpc"] = func() (string, error) { return "ok", nil }
 	return nil
 }
 
