@@ -260,6 +260,7 @@ func (d *dispatcher) route(j *job, id string) {
 		j.delivery = md.NumDelivered
 		if md.NumDelivered > 1 {
 			d.redelivered.Add(1)
+			d.m.NATSRedeliveries.Inc()
 			logx.From(j.ctx).Debug("redelivered message", "subject", subject, "delivery", md.NumDelivered)
 		}
 	}

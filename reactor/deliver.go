@@ -127,6 +127,22 @@ func (l *loop) flush(c *conn) {
 	c.ring = nil
 }
 
+// flushFinal hands c's queued frames to gnet before a graceful close, even
+// while gnet still holds unwritten bytes for c (its buffer keeps the
+// order). Without it flushDirty, which skips sockets no longer open, would
+// drop events already counted as delivered and acked. On loop.
+func (l *loop) flushFinal(c *conn) {
+	if len(c.ring) == 0 || c.state != stOpen {
+		return
+	}
+	_, _ = c.gc.Writev(c.ring)
+	l.ringBytes -= c.ringBytes
+	c.ringBytes = 0
+	l.putRing(c.ring)
+	c.ring = nil
+	delete(l.backlog, c)
+}
+
 // dropRing forgets c's queued frames (socket closing).
 func (l *loop) dropRing(c *conn) {
 	if c.ring == nil {

@@ -190,7 +190,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	action := gnet.None
-	safego.Run(context.Background(), "reactor.traffic", func() {
+	ok := safego.Run(context.Background(), "reactor.traffic", func() {
 		switch c.state {
 		case stHandshake:
 			s.onHandshakeBytes(c)
@@ -205,7 +205,12 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		default:
 			_, _ = gc.Discard(-1)
 		}
-	}) // a panic is counted; the socket is closed below, the pod lives on
+	})
+	if !ok {
+		// The panic is counted; the socket is in an unknown state (an
+		// open one may still hold the frame that panicked), so end it.
+		s.guard("reactor.traffic", func() { s.failed(c) })
+	}
 	if c.state == stClosed {
 		action = gnet.Close
 	}
@@ -259,6 +264,18 @@ func (s *Server) closeWith(c *conn, code uint16, reason string) {
 	_, _ = c.gc.Write(codec.AppendCloseFrame(nil, code, reason))
 	_ = c.gc.Close()
 	s.m.ProtocolCloses.WithLabelValues(strconv.Itoa(int(code))).Inc()
+}
+
+// failed ends a socket whose callback panicked with the answer its state
+// allows: 500 InternalServerError during the handshake, close 1011 once
+// open. On loop.
+func (s *Server) failed(c *conn) {
+	switch c.state {
+	case stHandshake, stAuthenticating:
+		s.reject(c, c.kind, codec.NewError(codec.CodeInternalServerError, "internal error"))
+	case stOpen:
+		s.closeWith(c, codec.CloseInternalError, "internal error")
+	}
 }
 
 // abort drops a socket without a close frame (handshake never finished).
@@ -316,6 +333,9 @@ func (s *Server) CloseAll(ctx context.Context, code uint16, reason string, grace
 				}
 			}
 			for _, c := range open {
+				// Events already accepted for c leave before its close
+				// frame (SPEC §6: in-flight events, then 1001).
+				l.flushFinal(c)
 				s.closeWith(c, code, reason)
 			}
 			for c := range l.pending {

@@ -30,6 +30,22 @@ func (k keyspace) podPrefix() string {
 	return k.prefix + "pod:"
 }
 
+// registryAlive marks a data set the route registry has been written to
+// since Redis last lost its data: a Redis restart (or flush) removes it,
+// which is how every pod learns that the route sets and pod leases it reads
+// are incomplete until each pod re-registers. Shared by all pods, so Close
+// leaves it; a long TTL (registryAliveTTL) bounds it once no pod runs.
+func (k keyspace) registryAlive() string {
+	return k.prefix + "registry:alive"
+}
+
+// registryRecovering is set, with a TTL of one recovery window, while pods
+// re-register after a Redis restart: route lookups fail (the dispatcher
+// NAKs with a delay) as long as it exists.
+func (k keyspace) registryRecovering() string {
+	return k.prefix + "registry:recovering"
+}
+
 // route is the route registry key of SPEC §5.
 func (k keyspace) route(r Route) string {
 	switch r.Kind {

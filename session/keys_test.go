@@ -22,6 +22,8 @@ func TestKeys_MatchSpecPatterns(t *testing.T) {
 		{"kill pattern", k.killPattern(), "p:session_kill:*"},
 		{"token cache", k.tokenCache(sum), "p:token_cache:ab" + strings.Repeat("00", 30) + "01"},
 		{"jti", k.jti("j-1"), "p:jti:j-1"},
+		{"registry alive marker", k.registryAlive(), "p:registry:alive"},
+		{"registry recovering marker", k.registryRecovering(), "p:registry:recovering"},
 		{"scan all", k.all(), "p:*"},
 	}
 	for _, tt := range tests {

@@ -33,7 +33,16 @@ func (s *RedisStore) Start(ctx context.Context) error {
 	cctx, ccancel := s.opCtx(ctx)
 	err := s.loadScripts(cctx)
 	if err == nil {
-		err = s.rdb.Set(cctx, s.keys.pod(s.opt.PodID), s.leaseValue, s.leaseTTL).Err()
+		// registry:alive only if absent: on a fresh data set this start is
+		// no recovery, and a running cluster's marker is left as it is.
+		_, err = s.rdb.Pipelined(cctx, func(p redis.Pipeliner) error {
+			p.Set(cctx, s.keys.pod(s.opt.PodID), s.leaseValue, s.leaseTTL)
+			p.SetArgs(cctx, s.keys.registryAlive(), "1", redis.SetArgs{Mode: "NX", TTL: registryAliveTTL})
+			return nil
+		})
+		if errors.Is(err, redis.Nil) { // SET NX found the marker: fine
+			err = nil
+		}
 	}
 	ccancel()
 	if err != nil && !s.fail(ctx, "start", err) {
@@ -170,10 +179,28 @@ func (s *RedisStore) refresher(ctx context.Context) {
 // found missing (Redis restarted or flushed, or this pod stalled past its
 // TTL) and a recovery from degraded mode both mean any owned key may be
 // gone or taken: then every key is re-asserted at once.
+//
+// Route lookups must not trust the registry before that re-assert is done
+// (SPEC §5: nothing is lost while the registry is down), so a store coming
+// back from degraded mode stays unhealthy until its full re-assert
+// succeeded, and a lost data set (lease or registry:alive gone) first opens
+// the cluster-wide recovery window, which holds every pod's lookups off
+// until the other pods re-registered too.
 func (s *RedisStore) refreshOnce(ctx context.Context) bool {
 	full := s.needFull.Swap(false)
+	wasDown := !s.Healthy()
+	var (
+		lease *redis.StatusCmd
+		alive *redis.BoolCmd
+	)
 	cctx, cancel := s.opCtx(ctx)
-	err := s.rdb.SetArgs(cctx, s.keys.pod(s.opt.PodID), s.leaseValue, redis.SetArgs{TTL: s.leaseTTL, Get: true}).Err()
+	_, err := s.rdb.Pipelined(cctx, func(p redis.Pipeliner) error {
+		lease = p.SetArgs(cctx, s.keys.pod(s.opt.PodID), s.leaseValue, redis.SetArgs{TTL: s.leaseTTL, Get: true})
+		// PEXPIRE, not SET: it must never recreate the marker, or a
+		// restart would go unnoticed by the route lookups.
+		alive = p.PExpire(cctx, s.keys.registryAlive(), registryAliveTTL)
+		return nil
+	})
 	cancel()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		s.m.RefreshBatches.WithLabelValues("error").Inc()
@@ -184,23 +211,58 @@ func (s *RedisStore) refreshOnce(ctx context.Context) bool {
 		return false
 	}
 	s.m.RefreshBatches.WithLabelValues("ok").Inc()
-	if errors.Is(err, redis.Nil) && !full {
+	leaseMissing := errors.Is(lease.Err(), redis.Nil)
+	if leaseMissing || !alive.Val() {
+		s.announce.Store(true)
+	}
+	if leaseMissing && !full {
 		logx.From(ctx).Warn("pod lease was missing; re-asserting every owned key", slog.String("pod_id", s.opt.PodID))
-		full = true
 	}
-	if !s.Healthy() {
-		s.setHealthy(ctx, true, "", nil)
-		full = true
-	}
-	if full {
-		s.needFull.Store(false)
+	announce := s.announce.Load()
+	full = full || leaseMissing || wasDown || announce
+	if announce && !s.openRecovery(ctx) {
+		s.needFull.Store(true)
+		return false
 	}
 	ok := s.refreshLocks(ctx, full)
 	ok = s.refreshRoutes(ctx, full) && ok
-	if !ok && full {
-		s.needFull.Store(true)
+	if !ok {
+		if full {
+			s.needFull.Store(true)
+		}
+		return false
+	}
+	if full {
+		s.announce.Store(false)
+	}
+	if wasDown {
+		s.setHealthy(ctx, true, "", nil)
+		// Joins and Acquires that ran during the re-assert still saw the
+		// store down and only marked their keys dirty: write them now,
+		// not a refresh interval later.
+		ok = s.refreshLocks(ctx, false)
+		ok = s.refreshRoutes(ctx, false) && ok
 	}
 	return ok
+}
+
+// openRecovery (re)opens the recovery window: registry:recovering first,
+// then registry:alive, one after the other, so no lookup can see the data
+// set as intact in between (on a Redis Cluster the two keys live on
+// different nodes, where one pipeline has no order).
+func (s *RedisStore) openRecovery(ctx context.Context) bool {
+	cctx, cancel := s.opCtx(ctx)
+	defer cancel()
+	err := s.rdb.Set(cctx, s.keys.registryRecovering(), "1", s.recoveryWindow).Err()
+	if err == nil {
+		err = s.rdb.Set(cctx, s.keys.registryAlive(), "1", registryAliveTTL).Err()
+	}
+	if err != nil {
+		s.m.RefreshBatches.WithLabelValues("error").Inc()
+		s.fail(ctx, "lease", err)
+		return false
+	}
+	return true
 }
 
 // refreshLocks re-asserts due lock keys and finishes releases and yields

@@ -75,6 +75,10 @@ const (
 	// route members (DESIGN "Redis cost at fleet scale"): liveness comes
 	// from the pod lease, so this TTL only bounds litter.
 	minGCTTL = 5 * time.Minute
+	// registryAliveTTL bounds the shared registry:alive marker once no pod
+	// runs (Close cannot delete it: other pods rely on it). Every refresher
+	// tick pushes it back, so it never lapses under a running cluster.
+	registryAliveTTL = 24 * time.Hour
 )
 
 // On-store-down policies (config session.on_store_down).
@@ -152,6 +156,10 @@ type RedisStore struct {
 	routeGCTTL    time.Duration // long GC TTL (score) of route members
 	reassertLocks time.Duration // lazy re-assert period of a lock key
 	reassertRoute time.Duration // lazy re-assert period of a route member
+	// recoveryWindow is registry:recovering's TTL: long enough for every
+	// pod's refresher (one tick, or one capped backoff probe, plus the
+	// probe itself) to find its lease gone and re-register.
+	recoveryWindow time.Duration
 	// leaseInScript: scripts may read pod leases themselves (not on a
 	// Redis Cluster, where a script only reaches its own slot).
 	leaseInScript bool
@@ -159,7 +167,10 @@ type RedisStore struct {
 	evictor  atomic.Pointer[evictorBox]
 	ps       atomic.Pointer[redis.PubSub] // the kill-notice subscription, closed by Close
 	healthy  atomic.Bool
-	needFull atomic.Bool   // next refresh re-asserts every owned key
+	needFull atomic.Bool // next refresh re-asserts every owned key
+	// announce: this pod found Redis's data lost and has not finished its
+	// full re-assert; each attempt (re)opens the recovery window first.
+	announce atomic.Bool
 	kick     chan struct{} // wakes the refresher early (cap 1)
 
 	mu     sync.Mutex
@@ -214,6 +225,7 @@ func NewRedisStore(client redis.UniversalClient, opts RedisOptions) *RedisStore 
 	// A third of the GC TTL leaves two more tries before a key lapses.
 	s.reassertLocks = s.lockTTL / 3
 	s.reassertRoute = s.routeGCTTL / 3
+	s.recoveryWindow = opts.RefreshInterval + max(opts.RefreshInterval/2, opts.OpTimeout)
 	s.healthy.Store(true)
 	return s
 }
@@ -229,8 +241,8 @@ func (s *RedisStore) Routes() Routes { return (*redisRoutes)(s) }
 func (s *RedisStore) SetEvictor(e Evictor) { s.evictor.Store(&evictorBox{e}) }
 
 // Healthy reports whether the store is connected: false from the first
-// outage error until a refresher probe succeeds (degraded mode); for
-// /ready.
+// outage error until a refresher probe succeeds and every owned key has
+// been re-asserted (degraded mode); for /ready.
 func (s *RedisStore) Healthy() bool { return s.healthy.Load() }
 
 // PodID returns the pod id this store acts for.
@@ -319,22 +331,23 @@ func (s *RedisStore) fail(ctx context.Context, op string, err error) bool {
 }
 
 // setHealthy flips the degraded state, logging each change once
-// (issue 3 §6) and waking the refresher to probe or re-assert.
+// (issue 3 §6); going down wakes the refresher to probe.
 func (s *RedisStore) setHealthy(ctx context.Context, up bool, op string, err error) {
 	if s.healthy.Swap(up) == up {
 		return
 	}
 	if up {
+		// Only the refresher brings the store up, after it re-asserted
+		// every owned key: nothing left to wake it for.
 		s.m.Degraded.Set(0)
-		logx.From(ctx).Warn("session store reachable again; re-asserting owned keys",
+		logx.From(ctx).Warn("session store reachable again; owned keys re-asserted",
 			slog.String("pod_id", s.opt.PodID))
-		s.needFull.Store(true)
-	} else {
-		s.m.Degraded.Set(1)
-		logx.From(ctx).Warn("session store unreachable; degraded mode",
-			slog.String("pod_id", s.opt.PodID), slog.String("op", op),
-			slog.String("error", err.Error()), slog.String("on_store_down", s.onStoreDown()))
+		return
 	}
+	s.m.Degraded.Set(1)
+	logx.From(ctx).Warn("session store unreachable; degraded mode",
+		slog.String("pod_id", s.opt.PodID), slog.String("op", op),
+		slog.String("error", err.Error()), slog.String("on_store_down", s.onStoreDown()))
 	s.wake()
 }
 

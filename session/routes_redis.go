@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dws-gateway/dws/codec"
+	"github.com/dws-gateway/dws/internal/logx"
 )
 
 // redisRoutes is the route registry of SPEC §5 on Redis: each route is a
@@ -120,7 +122,10 @@ func (r *redisRoutes) Leave(rt Route) {
 // Pods implements Routes: the live members of rt, this pod included while
 // it has a local socket on rt. One round trip. While Redis is known to be
 // down it fails at once (the dispatcher NAKs with a delay, SPEC §5) instead
-// of waiting out a timeout per event.
+// of waiting out a timeout per event. After Redis lost its data it fails
+// the same way until the recovery window closes (see podsScript): until
+// every pod re-registered, a member list would silently miss pods and
+// their sockets would lose the event.
 func (r *redisRoutes) Pods(ctx context.Context, rt Route) ([]string, error) {
 	s := (*RedisStore)(r)
 	if !s.Healthy() {
@@ -131,17 +136,25 @@ func (r *redisRoutes) Pods(ctx context.Context, rt Route) ([]string, error) {
 	defer cancel()
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 	var (
-		pods []string
-		err  error
+		pods  []string
+		state int64
+		err   error
 	)
 	if s.leaseInScript {
-		pods, err = s.run(cctx, podsScript, []string{key}, now, s.keys.podPrefix(), s.opt.PodID).StringSlice()
+		pods, state, err = s.podsScripted(cctx, key, now)
 	} else {
-		pods, err = s.podsCluster(cctx, key, now)
+		pods, state, err = s.podsCluster(cctx, key, now)
 	}
 	if err != nil {
 		s.fail(ctx, "pods", err)
 		return nil, fmt.Errorf("route lookup: %w", err)
+	}
+	if state != 0 {
+		if state == podsRecoveryStarted {
+			logx.From(ctx).Warn("route registry lost its data (Redis restarted or flushed); lookups wait for every pod to re-register",
+				slog.String("pod_id", s.opt.PodID), slog.Duration("window", s.recoveryWindow))
+		}
+		return nil, errRegistryRecovering
 	}
 	s.mu.Lock()
 	e := s.routes[key]
@@ -153,29 +166,85 @@ func (r *redisRoutes) Pods(ctx context.Context, rt Route) ([]string, error) {
 	return pods, nil
 }
 
-// podsCluster is Pods on a Redis Cluster: the members' leases live in other
-// slots, so they are checked in a second, pipelined round trip.
-func (s *RedisStore) podsCluster(ctx context.Context, key, now string) ([]string, error) {
-	members, err := s.rdb.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: now, Max: "+inf"}).Result()
-	if err != nil || len(members) == 0 {
-		return nil, err
+// errRegistryRecovering is a store-down error: the dispatcher treats it as
+// Redis being unreachable (NAK with a delay).
+var errRegistryRecovering = fmt.Errorf("%w: route registry recovering after Redis lost its data", errStoreDown)
+
+// podsScripted is Pods in one podsScript round trip; state is 0 or one of
+// the podsRecovery* replies.
+func (s *RedisStore) podsScripted(ctx context.Context, key, now string) (pods []string, state int64, err error) {
+	res, err := s.run(ctx, podsScript, []string{key, s.keys.registryAlive(), s.keys.registryRecovering()},
+		now, s.keys.podPrefix(), s.opt.PodID, s.recoveryWindow.Milliseconds(), registryAliveTTL.Milliseconds()).Result()
+	if err != nil {
+		return nil, 0, err
 	}
-	cmds := make([]*redis.IntCmd, len(members))
+	switch v := res.(type) {
+	case int64:
+		return nil, v, nil
+	case []any:
+		pods = make([]string, 0, len(v))
+		for _, m := range v {
+			p, ok := m.(string)
+			if !ok {
+				return nil, 0, fmt.Errorf("pods script: member of type %T", m)
+			}
+			pods = append(pods, p)
+		}
+		return pods, 0, nil
+	}
+	return nil, 0, fmt.Errorf("pods script: reply of type %T", res)
+}
+
+// podsCluster is Pods on a Redis Cluster: a script reaches only its own
+// slot, so the registry markers are read in the same pipeline as the route
+// (one round trip, as on a single node) and the members' leases, in other
+// slots, in a second pipelined round trip.
+func (s *RedisStore) podsCluster(ctx context.Context, key, now string) (pods []string, state int64, err error) {
+	var (
+		alive, recovering *redis.IntCmd
+		members           *redis.StringSliceCmd
+	)
 	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, m := range members {
+		alive = p.Exists(ctx, s.keys.registryAlive())
+		recovering = p.Exists(ctx, s.keys.registryRecovering())
+		members = p.ZRangeByScore(ctx, key, &redis.ZRangeBy{Min: now, Max: "+inf"})
+		return nil
+	}); err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case alive.Val() == 0:
+		// Same order as podsScript: recovering before alive.
+		if err := s.rdb.Set(ctx, s.keys.registryRecovering(), "1", s.recoveryWindow).Err(); err != nil {
+			return nil, 0, err
+		}
+		if err := s.rdb.Set(ctx, s.keys.registryAlive(), "1", registryAliveTTL).Err(); err != nil {
+			return nil, 0, err
+		}
+		return nil, podsRecoveryStarted, nil
+	case recovering.Val() == 1:
+		return nil, podsRecovering, nil
+	}
+	list := members.Val()
+	if len(list) == 0 {
+		return nil, 0, nil
+	}
+	cmds := make([]*redis.IntCmd, len(list))
+	if _, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range list {
 			cmds[i] = p.Exists(ctx, s.keys.pod(m))
 		}
 		return nil
 	}); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	out := members[:0]
-	for i, m := range members {
+	out := list[:0]
+	for i, m := range list {
 		if m == s.opt.PodID || cmds[i].Val() == 1 {
 			out = append(out, m)
 		}
 	}
-	return out, nil
+	return out, 0, nil
 }
 
 func addPod(pods []string, id string) []string {

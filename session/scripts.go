@@ -101,13 +101,35 @@ end
 return 0
 `)
 
+// Pods replies other than a member list (podsScript's integer reply).
+const (
+	podsRecoveryStarted = 1 // registry:alive was missing: Redis lost its data; recovery window opened
+	podsRecovering      = 2 // registry:recovering is set: pods are still re-registering
+)
+
 // podsScript lists the live members of a route in one round trip: members
 // whose own expiry score has not passed and whose pod lease lives (this pod
 // counts as live: it is the one asking).
 //
-//	KEYS[1] route key   ARGV[1] now (unix ms)   ARGV[2] pod key prefix
-//	ARGV[3] this pod id
+// It first checks the registry markers (SPEC §5: no delivery from an
+// incomplete registry). A missing registry:alive means Redis lost its data
+// (restart, flush) and no pod has noticed yet: the script opens the
+// recovery window itself (registry:recovering, then registry:alive) and
+// replies podsRecoveryStarted. While registry:recovering lives it replies
+// podsRecovering. Otherwise the reply is the member list.
+//
+//	KEYS[1] route key   KEYS[2] registry:alive   KEYS[3] registry:recovering
+//	ARGV[1] now (unix ms)   ARGV[2] pod key prefix   ARGV[3] this pod id
+//	ARGV[4] recovery window (ms)   ARGV[5] registry:alive TTL (ms)
 var podsScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[4])
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[5])
+  return 1
+end
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return 2
+end
 local members = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')
 local out = {}
 for _, m in ipairs(members) do

@@ -205,7 +205,9 @@ func TestPodsScript_LiveLeaseAndUnexpiredScoreOnly(t *testing.T) {
 	)
 	env.c.Set(ctx, env.keys.pod("live"), "t", time.Minute)
 	env.c.Set(ctx, env.keys.pod("stale"), "t", time.Minute)
-	got, err := podsScript.Run(ctx, env.c, []string{key}, now.UnixMilli(), env.keys.podPrefix(), "me").StringSlice()
+	env.c.Set(ctx, env.keys.registryAlive(), "1", time.Minute)
+	got, err := podsScript.Run(ctx, env.c, []string{key, env.keys.registryAlive(), env.keys.registryRecovering()},
+		now.UnixMilli(), env.keys.podPrefix(), "me", 1000, 60000).StringSlice()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,5 +243,58 @@ func TestRouteAssertScript_WritesMemberCollectsLapsedSetsKeyTTL(t *testing.T) {
 	}
 	if ttl := env.c.PTTL(ctx, key).Val(); ttl < 4*time.Minute {
 		t.Fatalf("route key TTL %v, want the GC TTL", ttl)
+	}
+}
+
+func TestPodsScript_RegistryMarkers_RecoveryBeforeMembers(t *testing.T) {
+	tests := []struct {
+		name           string
+		alive, recover bool
+		want           int64 // 0 = the member list
+		wantRecoverTTL bool  // registry:recovering set with the window
+		wantAliveAfter bool
+	}{
+		{name: "data set lost: opens the window", want: podsRecoveryStarted, wantRecoverTTL: true, wantAliveAfter: true},
+		{name: "window open: waits", alive: true, recover: true, want: podsRecovering, wantAliveAfter: true},
+		{name: "intact: members", alive: true, want: 0, wantAliveAfter: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newScriptEnv(t)
+			ctx := context.Background()
+			key := env.keys.route(Route{Kind: RouteChats, Company: "c", Agent: "a"})
+			env.c.ZAdd(ctx, key, redis.Z{Score: float64(time.Now().Add(time.Minute).UnixMilli()), Member: "me"})
+			if tt.alive {
+				env.c.Set(ctx, env.keys.registryAlive(), "1", time.Minute)
+			}
+			if tt.recover {
+				env.c.Set(ctx, env.keys.registryRecovering(), "1", time.Minute)
+			}
+			res, err := podsScript.Run(ctx, env.c, []string{key, env.keys.registryAlive(), env.keys.registryRecovering()},
+				time.Now().UnixMilli(), env.keys.podPrefix(), "me", 1500, 86400000).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch v := res.(type) {
+			case int64:
+				if v != tt.want {
+					t.Fatalf("reply %d, want %d", v, tt.want)
+				}
+			case []any:
+				if tt.want != 0 || len(v) != 1 || v[0] != "me" {
+					t.Fatalf("reply %v, want code %d", v, tt.want)
+				}
+			default:
+				t.Fatalf("reply %T %v", res, res)
+			}
+			if tt.wantRecoverTTL {
+				if ttl := env.c.PTTL(ctx, env.keys.registryRecovering()).Val(); ttl <= 0 || ttl > 1500*time.Millisecond {
+					t.Fatalf("registry:recovering TTL %v, want the 1.5 s window passed in", ttl)
+				}
+			}
+			if ttl := env.c.PTTL(ctx, env.keys.registryAlive()).Val(); tt.wantAliveAfter && (ttl <= 0 || ttl > 24*time.Hour) {
+				t.Fatalf("registry:alive TTL %v, want set with a TTL ≤ 24 h", ttl)
+			}
+		})
 	}
 }

@@ -31,6 +31,7 @@ type Metrics struct {
 	SessionTakeovers    *prometheus.CounterVec // kind=local|remote|dead_pod|forced
 	KillNotices         *prometheus.CounterVec // direction=sent|received
 	NATSMessages        *prometheus.CounterVec // subject_kind=chats|messages|agents|unknown
+	NATSRedeliveries    prometheus.Counter
 	Deliveries          *prometheus.CounterVec // path=local|forwarded
 	Drops               *prometheus.CounterVec // reason
 	FanoutLatency       prometheus.Histogram
@@ -66,6 +67,9 @@ func New() *Metrics {
 	m.SessionTakeovers = f.counterVec("session_takeovers_total", "Session locks taken over from an older holder.", "kind")
 	m.KillNotices = f.counterVec("session_kill_notices_total", "Cross-pod kill notices.", "direction")
 	m.NATSMessages = f.counterVec("nats_messages_received_total", "JetStream messages received.", "subject_kind")
+	// Redeliveries follow a pod, NATS or Redis failure (or a NAK); SPEC §5
+	// allows them to duplicate an event, so operators need their rate.
+	m.NATSRedeliveries = f.counter("nats_redeliveries_total", "JetStream messages received more than once (NumDelivered > 1); their events may reach a socket twice.")
 	m.Deliveries = f.counterVec("deliveries_total", "Frames accepted for sockets, by path.", "path")
 	m.Drops = f.counterVec("drops_total", "Messages or frames dropped, by reason.", "reason")
 	m.FanoutLatency = f.hist("fanout_latency_seconds", "NATS publish time to socket write.", fastBuckets)

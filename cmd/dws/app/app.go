@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dws-gateway/dws/codec"
@@ -45,6 +46,9 @@ type App struct {
 	stopped   bool
 	mu        sync.Mutex
 	closers   []func(context.Context) error
+	// rejectWhenDown is session.on_store_down == reject as last applied
+	// (it is hot): /ready reports an unreachable Redis as down only then.
+	rejectWhenDown atomic.Bool
 	// extraChecks are readiness probes added by optional parts (redis,
 	// nats, grpc), by dependency name.
 	extraChecks map[string]func() (string, error)
@@ -93,11 +97,12 @@ func New(cfg *config.Config) (*App, error) {
 			cache = session.NewTieredTokenCache(cache, a.store.TokenCache(), cfg.Auth.TokenCacheTTL)
 		}
 		replay = a.store.ReplayGuard()
+		a.rejectWhenDown.Store(cfg.Session.OnStoreDown == session.OnStoreDownReject)
 		a.extraChecks["redis"] = func() (string, error) {
 			switch {
 			case a.store.Healthy():
 				return "ok", nil
-			case cfg.Session.OnStoreDown == session.OnStoreDownReject:
+			case a.rejectWhenDown.Load():
 				return "", errors.New("unreachable")
 			default:
 				// accept_local: the pod still serves, so it stays ready.
@@ -289,5 +294,6 @@ func (a *App) Apply(next *config.Config) {
 	a.validator.SetRules(next.Auth.ClockSkew, next.Auth.MaxTokenAge)
 	if a.store != nil {
 		a.store.SetOnStoreDown(next.Session.OnStoreDown)
+		a.rejectWhenDown.Store(next.Session.OnStoreDown == session.OnStoreDownReject)
 	}
 }
