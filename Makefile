@@ -20,13 +20,15 @@ build:
 services:
 	@bash scripts/services.sh
 
-## test: lint, then every test with the race detector (starts Redis/NATS if needed)
+## test: lint, then every test with the race detector (starts Redis/NATS if needed).
+## -p 1: one package at a time; the load-scenario and fault tests measure
+## timing on a 2-core machine and must not compete with each other.
 test: services lint
-	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 15m $(PKGS)
 
 ## test-short: the same without the race detector
 test-short: services
-	$(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -p 1 -timeout 15m $(PKGS)
 
 ## lint: gofmt + go vet
 lint:

@@ -63,7 +63,9 @@ func TestRunConnect_InProcessWorkers_RampHoldChurnAndReport(t *testing.T) {
 	if s.ChurnClosed == 0 || s.ChurnReopened == 0 || s.ChurnFailed != 0 {
 		t.Errorf("churn closed/reopened/failed = %d/%d/%d, want some closed and reopened, none failed", s.ChurnClosed, s.ChurnReopened, s.ChurnFailed)
 	}
-	if len(rep.Errors) != 0 || rep.CloseCodes[1000] != s.ChurnClosed {
+	// A churn close issued in the last moment of the hold may still await
+	// its echo when the report is taken: allow that one.
+	if got := rep.CloseCodes[1000]; len(rep.Errors) != 0 || got > s.ChurnClosed || got < s.ChurnClosed-1 {
 		t.Errorf("errors %v, close codes %v: want none, and one 1000 per churn close (%d)", rep.Errors, rep.CloseCodes, s.ChurnClosed)
 	}
 	h := rep.Handshakes
