@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"time"
 )
@@ -12,10 +13,21 @@ import (
 // the single-session rule never closes a bench socket; groups spread the
 // sockets over (company, agent) routes the way a fanout scenario publishes
 // to them.
+//
+// DWS_BENCH_USER_PREFIX (default "u") renames the users, so a second run can
+// add sockets beside a first one without replacing its sessions: that is how
+// perf/connect.md measures the marginal memory of a socket.
 func identity(i, groups int) (company, agent, user string) {
 	g := strconv.Itoa(i % groups)
-	return "c" + g, "a" + g, "u" + strconv.Itoa(i)
+	return "c" + g, "a" + g, userPrefix + strconv.Itoa(i)
 }
+
+var userPrefix = func() string {
+	if p := os.Getenv("DWS_BENCH_USER_PREFIX"); p != "" {
+		return p
+	}
+	return "u"
+}()
 
 // buildTargets mints a token for every socket id in [from, to) and returns
 // the request targets, indexed by id-from. All minting happens here, before
