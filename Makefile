@@ -5,7 +5,7 @@ BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/dws-gateway/dws/cmd/dws/app.Version=$(VERSION)
 
-.PHONY: run test test-short bench bench-suite soak lint build proto services fuzz clean
+.PHONY: run test test-short bench bench-micro soak lint build proto services fuzz clean
 
 ## run: a single pod on embedded defaults (in-memory stores, dev keys); prints a URL and a token
 run:
@@ -36,8 +36,8 @@ lint:
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 
-## bench: hot-path micro benchmarks (codec, reactor, session)
-bench:
+## bench-micro: hot-path micro benchmarks (codec, reactor, session)
+bench-micro:
 	$(GO) test -run '^$$' -bench . -benchmem ./codec/ ./reactor/ ./session/
 
 ## fuzz: run each fuzz target briefly
@@ -54,8 +54,8 @@ proto:
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./bridge/forwardpb
 
-## bench-suite: the load suite at small scale on embedded defaults (~2 min): fanout, slow, soak; reports and plots in perf/suite-*
-bench-suite: build
+## bench: the load suite at small scale on embedded defaults (~2 min): fanout, slow, soak; reports and plots in perf/suite-*
+bench: build
 	@ulimit -n 20000; \
 	export DWS_AUTH_TOKEN_AES_KEY=$${DWS_AUTH_TOKEN_AES_KEY:-$$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')}; \
 	export DWS_AUTH_API_KEY=$${DWS_AUTH_API_KEY:-bench-key}; rc=0; \
