@@ -20,17 +20,18 @@ import (
 	"github.com/dws-gateway/dws/bench"
 )
 
-// scenarios are the subcommands that run. The suite of issue 5 adds
-// fanout, soak, slow, cluster and ab here; until then they are listed as
-// planned and refused (exit 2) rather than stubbed.
+// scenarios are the subcommands that run. A scenario not built yet is
+// listed in planned and refused (exit 2) rather than stubbed.
 var scenarios = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
 	"connect": runConnect,
 	"fanout":  runFanout,
 	"slow":    runSlow,
 	"soak":    runSoak,
+	"cluster": runCluster,
+	"ab":      runAB,
 }
 
-var planned = []string{"cluster", "ab"}
+var planned []string
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: dws-bench <scenario> [flags]
@@ -48,8 +49,12 @@ scenarios:
   soak      N sockets for a long time with churn and steady publishing: zero
             loss among sockets that stayed connected, RSS drift, goroutines,
             error counters from /metrics
-
-planned (issue 5, not built yet): `+strings.Join(planned, ", ")+`
+  cluster   --pods P pods (default 3) on one NATS JetStream and Redis, the
+            sockets spread evenly over them: per-pod sockets and deliveries,
+            the cross-pod share of deliveries, p50/p99, loss and duplicates
+  ab        two dws binaries (--a, --b) in alternation on one fanout
+            workload: per-binary medians of frames/s, p50, p99, server CPU
+            per frame, and the B/A ratios
 
 "dws-bench <scenario> -h" lists a scenario's flags.
 `)

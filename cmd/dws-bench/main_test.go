@@ -19,7 +19,10 @@ func TestRun_ExitStatusAndMessages(t *testing.T) {
 	}{
 		{"no scenario", nil, 2, "usage: dws-bench", ""},
 		{"unknown scenario", []string{"bogus"}, 2, `unknown scenario "bogus"`, ""},
-		{"planned scenario is refused, not stubbed", []string{"cluster"}, 2, `"cluster" is planned`, ""},
+		{"cluster without a binary", []string{"cluster"}, 2, "--spawn-server is required", ""},
+		{"ab without binaries", []string{"ab", "--a", "/x"}, 2, "--a and --b", ""},
+		{"cluster flags", []string{"cluster", "-h"}, 0, "one durable consumer shared", ""},
+		{"ab flags", []string{"ab", "-h"}, 0, "-assert-ratio", ""},
 		{"help", []string{"help"}, 0, "", "connect"},
 		{"connect flags", []string{"connect", "-h"}, 0, "-token-key", ""},
 		{"bad address", []string{"connect", "--addr", "localhost"}, 2, "--addr", ""},
