@@ -124,21 +124,15 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 	pods := l.ps.pods
 	// Worker i dials pod i mod P: the workers hold equal shares.
 	if err := l.start(ctx, func(wc *WorkerConfig) { wc.Server = pods[wc.Index%len(pods)].WS.String() }); err != nil {
-		if l.r != nil {
-			l.r.killAll()
-		}
 		return nil, err
 	}
 	defer l.r.killAll()
+	settings := cfg.Load.settings([]float64{cfg.Rate}, cfg.Step, cfg.Warmup)
+	settings.Pods, settings.Spawned = cfg.Pods, true
 	rep := &ClusterReport{
 		Scenario: "cluster", StartedAt: l.r.rep.StartedAt, Command: cfg.Command, Machine: describeMachine(),
 		NATSURL: l.ps.nats[0],
-		Config: LoadSettings{
-			Sockets: cfg.Load.Connect.Sockets, Groups: cfg.Load.Connect.Groups, Procs: cfg.Load.Connect.Procs,
-			LoopsPerProc: cfg.Load.Connect.Loops, SourcesPerProc: cfg.Load.Connect.SourcesPerProc,
-			Pods: cfg.Pods, Spawned: true, Rates: []float64{cfg.Rate}, StepSeconds: cfg.Step.Seconds(),
-			WarmupSeconds: cfg.Warmup.Seconds(), PayloadBytes: cfg.Load.PayloadBytes, ServerSet: cfg.Load.ServerSet,
-		},
+		Config:  settings,
 	}
 	m0 := scrapeAll(l.ps.ops)
 	st, err := l.step(ctx, fmt.Sprintf("rate %g/s", cfg.Rate), 1, cfg.Rate, cfg.Warmup, cfg.Step, nil)

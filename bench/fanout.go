@@ -147,17 +147,11 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*FanoutReport, error) {
 		return nil, err
 	}
 	if err := l.start(ctx, nil); err != nil {
-		if l.r != nil {
-			l.r.killAll()
-		}
 		return nil, err
 	}
 	defer l.r.killAll()
 	rep := newFanoutReport(&cfg, l)
-	var m0 Metrics
-	if len(l.ps.ops) > 0 {
-		m0, _ = Scrape(l.ps.ops[0])
-	}
+	m0 := l.scrapeFirst()
 
 	var steps []*StepFigures
 	for i, rate := range cfg.Rates {
@@ -191,10 +185,7 @@ func RunFanout(ctx context.Context, cfg FanoutConfig) (*FanoutReport, error) {
 		}
 		half = st
 	}
-	var m1 Metrics
-	if len(l.ps.ops) > 0 {
-		m1, _ = Scrape(l.ps.ops[0])
-	}
+	m1 := l.scrapeFirst()
 	res, err := l.finish(ctx)
 	if err != nil {
 		return nil, err
@@ -224,15 +215,9 @@ func provisionalSaturation(steps []*StepFigures) float64 {
 }
 
 func newFanoutReport(cfg *FanoutConfig, l *loadRun) *FanoutReport {
-	c := &cfg.Load.Connect
 	rep := &FanoutReport{
 		Scenario: "fanout", StartedAt: l.r.rep.StartedAt, Command: cfg.Command, Machine: describeMachine(),
-		Config: LoadSettings{
-			Sockets: c.Sockets, Groups: c.Groups, Procs: c.Procs, LoopsPerProc: c.Loops,
-			SourcesPerProc: c.SourcesPerProc, Pods: cfg.Load.Pods, Spawned: cfg.Load.Spawn != "",
-			Rates: cfg.Rates, StepSeconds: cfg.Step.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(),
-			PayloadBytes: cfg.Load.PayloadBytes, ServerSet: cfg.Load.ServerSet,
-		},
+		Config: cfg.Load.settings(cfg.Rates, cfg.Step, cfg.Warmup),
 	}
 	rep.Pods = podInfos(l)
 	return rep

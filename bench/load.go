@@ -195,8 +195,41 @@ func (l *loadRun) stop() {
 	}
 }
 
-// start spawns the workers, ramps every socket and lets the server settle.
+// start spawns the workers, ramps every socket and lets the server settle;
+// on failure it kills the workers it started, so callers only return.
 func (l *loadRun) start(ctx context.Context, hook func(*WorkerConfig)) error {
+	if err := l.ramp(ctx, hook); err != nil {
+		if l.r != nil {
+			l.r.killAll()
+		}
+		return err
+	}
+	return nil
+}
+
+// scrapeFirst reads pod A's /metrics; a failed scrape reads as empty (the
+// checks built on it then report the missing figures).
+func (l *loadRun) scrapeFirst() Metrics {
+	var m Metrics
+	if len(l.ps.ops) > 0 {
+		m, _ = Scrape(l.ps.ops[0])
+	}
+	return m
+}
+
+// settings describes the load for a report.
+func (c *LoadConfig) settings(rates []float64, step, warmup time.Duration) LoadSettings {
+	k := &c.Connect
+	return LoadSettings{
+		Sockets: k.Sockets, Groups: k.Groups, Procs: k.Procs, LoopsPerProc: k.Loops,
+		SourcesPerProc: k.SourcesPerProc, Pods: c.Pods, Spawned: c.Spawn != "",
+		Rates: rates, StepSeconds: step.Seconds(), WarmupSeconds: warmup.Seconds(),
+		PayloadBytes: c.PayloadBytes, ServerSet: c.ServerSet,
+	}
+}
+
+// ramp is start without the clean-up.
+func (l *loadRun) ramp(ctx context.Context, hook func(*WorkerConfig)) error {
 	cfg := &l.cfg.Connect
 	rep := newConnectReport(cfg)
 	rep.Server.PID = cfg.ServerPID

@@ -126,16 +126,10 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (*SlowReport, error) {
 		wc.SlowShare, wc.SlowRecvBuf = cfg.Share, cfg.RecvBuf
 	})
 	if err != nil {
-		if l.r != nil {
-			l.r.killAll()
-		}
 		return nil, err
 	}
 	defer l.r.killAll()
-	var m0 Metrics
-	if len(l.ps.ops) > 0 {
-		m0, _ = Scrape(l.ps.ops[0])
-	}
+	m0 := l.scrapeFirst()
 	base, err := l.step(ctx, "baseline", 1, cfg.Rate, time.Second, cfg.Baseline, nil)
 	if err != nil {
 		return nil, err
@@ -160,10 +154,7 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (*SlowReport, error) {
 	if err := l.wait(ctx, "resume", 2*time.Second); err != nil {
 		return nil, err
 	}
-	var m1 Metrics
-	if len(l.ps.ops) > 0 {
-		m1, _ = Scrape(l.ps.ops[0])
-	}
+	m1 := l.scrapeFirst()
 	res, err := l.finish(ctx)
 	if err != nil {
 		return nil, err
@@ -174,13 +165,8 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (*SlowReport, error) {
 	cr := l.r.rep
 	rep := &SlowReport{
 		Scenario: "slow", StartedAt: cr.StartedAt, Command: cfg.Command, Machine: describeMachine(),
-		Config: LoadSettings{
-			Sockets: cfg.Load.Connect.Sockets, Groups: cfg.Load.Connect.Groups, Procs: cfg.Load.Connect.Procs,
-			LoopsPerProc: cfg.Load.Connect.Loops, SourcesPerProc: cfg.Load.Connect.SourcesPerProc,
-			Pods: cfg.Load.Pods, Spawned: cfg.Load.Spawn != "", Rates: []float64{cfg.Rate},
-			PayloadBytes: cfg.Load.PayloadBytes, ServerSet: cfg.Load.ServerSet,
-		},
-		Share: cfg.Share, RingBytes: cfg.RingBytes, Pods: podInfos(l), Sockets: cr.Sockets,
+		Config: cfg.Load.settings([]float64{cfg.Rate}, 0, 0),
+		Share:  cfg.Share, RingBytes: cfg.RingBytes, Pods: podInfos(l), Sockets: cr.Sockets,
 		Baseline: base, Paused: paused, Loss: res.loss,
 		Publish: PublishFigures{Acked: res.acked, Failed: res.pubFailed, LastError: res.pubErr},
 		Errors:  cr.Errors, CloseCodes: cr.CloseCodes, Metrics: metricDeltas(m0, m1), Samples: l.samples,

@@ -88,16 +88,10 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 		return nil, err
 	}
 	if err := l.start(ctx, nil); err != nil {
-		if l.r != nil {
-			l.r.killAll()
-		}
 		return nil, err
 	}
 	defer l.r.killAll()
-	var m0 Metrics
-	if len(l.ps.ops) > 0 {
-		m0, _ = Scrape(l.ps.ops[0])
-	}
+	m0 := l.scrapeFirst()
 	st, err := l.step(ctx, "soak", 1, cfg.Rate, time.Second, cfg.Duration, func() error {
 		if cfg.Churn > 0 {
 			return l.r.broadcast(parentCmd{Cmd: cmdChurn})
@@ -107,10 +101,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	var m1 Metrics
-	if len(l.ps.ops) > 0 {
-		m1, _ = Scrape(l.ps.ops[0])
-	}
+	m1 := l.scrapeFirst()
 	res, err := l.finish(ctx)
 	if err != nil {
 		return nil, err
@@ -119,13 +110,8 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	cr := l.r.rep
 	rep := &SoakReport{
 		Scenario: "soak", StartedAt: cr.StartedAt, Command: cfg.Command, Machine: describeMachine(),
-		Config: LoadSettings{
-			Sockets: cfg.Load.Connect.Sockets, Groups: cfg.Load.Connect.Groups, Procs: cfg.Load.Connect.Procs,
-			LoopsPerProc: cfg.Load.Connect.Loops, SourcesPerProc: cfg.Load.Connect.SourcesPerProc,
-			Pods: cfg.Load.Pods, Spawned: cfg.Load.Spawn != "", Rates: []float64{cfg.Rate},
-			PayloadBytes: cfg.Load.PayloadBytes, ServerSet: cfg.Load.ServerSet,
-		},
-		Churn: cfg.Churn, Pods: podInfos(l), Sockets: cr.Sockets, Step: st, Loss: res.loss,
+		Config: cfg.Load.settings([]float64{cfg.Rate}, 0, 0),
+		Churn:  cfg.Churn, Pods: podInfos(l), Sockets: cr.Sockets, Step: st, Loss: res.loss,
 		Publish: PublishFigures{Acked: res.acked, Failed: res.pubFailed, LastError: res.pubErr},
 		Errors:  cr.Errors, CloseCodes: cr.CloseCodes, Metrics: metricDeltas(m0, m1), Samples: l.samples,
 		Notes: append(append([]string(nil), l.notes...), cr.Notes...),
