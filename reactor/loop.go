@@ -21,6 +21,8 @@ type loop struct {
 	el  gnet.EventLoop
 	idx int
 
+	drainFn gnet.Runnable // l.drain, made once: a method value allocates
+
 	mu        sync.Mutex
 	inbox     []task
 	scheduled bool
@@ -49,7 +51,7 @@ type task struct {
 }
 
 func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
-	return &loop{
+	l := &loop{
 		srv:     s,
 		el:      el,
 		idx:     idx,
@@ -58,6 +60,8 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		pending: make(map[*conn]struct{}),
 		wheel:   newWheel(),
 	}
+	l.drainFn = gnet.RunnableFunc(l.drain)
+	return l
 }
 
 // post queues t and makes sure one Execute will drain the inbox. Safe for
@@ -71,7 +75,7 @@ func (l *loop) post(t task) bool {
 	if !schedule {
 		return true
 	}
-	if err := l.el.Execute(context.Background(), gnet.RunnableFunc(l.drain)); err != nil {
+	if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
 		l.mu.Lock()
 		l.scheduled = false
 		l.inbox = l.inbox[:0]
