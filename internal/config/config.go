@@ -31,9 +31,9 @@ type Config struct {
 	// origin remembers how Load built this value so a SIGHUP reload keeps
 	// the same env and flag overrides; it is not a key.
 	origin *origin
-	// devAPIKey is set when ApplyDevKeys generated Auth.APIKey, so a reload
-	// of a file without one keeps it.
-	devAPIKey bool
+	// dev records which secrets ApplyDevKeys generated, so a reload of a
+	// file without them keeps them.
+	dev devGenerated
 }
 
 // Server holds listener addresses and the pod identity.
@@ -58,8 +58,15 @@ type Server struct {
 
 // Auth holds API keys and token keys (all secrets) and token rules.
 type Auth struct {
-	APIKey           string        `koanf:"api_key" secret:"true" doc:"API key for user upgrades and POST /generate-token."`
-	AdminAPIKey      string        `koanf:"admin_api_key" secret:"true" doc:"API key for admin upgrades and POST /admin/generate-token."`
+	APIKey      string `koanf:"api_key" secret:"true" doc:"API key of user upgrades (travels in browser URLs); required outside dev mode unless auth.allow_no_api_key."`
+	AdminAPIKey string `koanf:"admin_api_key" secret:"true" doc:"API key of admin upgrades; empty = admins use auth.api_key."`
+	// IssuerAPIKey guards the mint endpoints. It is separate from the two
+	// keys above because those travel in browser URLs: with them any
+	// browser user could mint a token for any other user (SPEC §3).
+	IssuerAPIKey string `koanf:"issuer_api_key" secret:"true" doc:"API key of POST /generate-token and /admin/generate-token (header X-API-Key); empty = minting disabled (403). Must differ from the other API keys."`
+	// AllowNoAPIKey is the explicit opt-out of the mandatory API key, for
+	// deployments that authenticate upgrades by token alone.
+	AllowNoAPIKey    bool          `koanf:"allow_no_api_key" default:"false" doc:"Run with an empty auth.api_key (upgrades checked by token only); logged as a warning at every start."`
 	TokenAESKey      string        `koanf:"token_aes_key" secret:"true" doc:"AES-256-GCM key of user tokens, 64 hex characters; empty (with the admin key) = dev mode with ephemeral keys."`
 	AdminTokenAESKey string        `koanf:"admin_token_aes_key" secret:"true" doc:"AES-256-GCM key of admin tokens, 64 hex characters."`
 	ClockSkew        time.Duration `koanf:"clock_skew" default:"30s" hot:"true" doc:"How far in the future a token's issued_at may be."`
@@ -153,6 +160,12 @@ type NATS struct {
 
 // GRPC holds pod-to-pod forwarding settings.
 type GRPC struct {
+	// AuthToken is the fleet's shared secret: anyone who reaches the gRPC
+	// port could otherwise push events into any browser (SPEC §5).
+	AuthToken       string        `koanf:"auth_token" secret:"true" doc:"Shared fleet secret every Push carries (authorization: Bearer); required outside dev mode."`
+	TLSCertFile     string        `koanf:"tls_cert_file" doc:"PEM certificate of this pod's gRPC server, also presented as client certificate to peers; empty = plaintext."`
+	TLSKeyFile      string        `koanf:"tls_key_file" doc:"PEM private key of grpc.tls_cert_file."`
+	TLSCAFile       string        `koanf:"tls_ca_file" doc:"PEM CA bundle that verifies peers; with it the server requires client certificates (mutual TLS)."`
 	CallTimeout     time.Duration `koanf:"call_timeout" default:"2s" doc:"Timeout of one Push call."`
 	BatchMax        int           `koanf:"batch_max" default:"128" doc:"Messages per Push batch to one pod."`
 	BatchWait       time.Duration `koanf:"batch_wait" default:"0s" doc:"How long a batch waits to fill; 0 = flush when idle."`

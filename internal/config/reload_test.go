@@ -191,7 +191,7 @@ func TestReloader_DevKeys_CarriedOver(t *testing.T) {
 	}
 
 	// A file that now configures keys ends dev mode (after a restart).
-	rewrite(t, file, "auth:\n  token_aes_key: \""+strings.Repeat("ab", 32)+"\"\n")
+	rewrite(t, file, "auth:\n  token_aes_key: \""+strings.Repeat("ab", 32)+"\"\n  api_key: k1\ngrpc:\n  auth_token: t1\n")
 	changes, err = r.Reload()
 	if err != nil {
 		t.Fatal(err)

@@ -131,6 +131,8 @@ func (c *Config) Validate() error {
 		v.add("shutdown.close_grace", "must be less than shutdown.timeout (%s), got %s", sd.Timeout, sd.CloseGrace)
 	}
 
+	v.security(c)
+
 	switch strings.ToLower(c.Log.Level) {
 	case "debug", "info", "warn", "warning", "error":
 	default:
@@ -214,11 +216,23 @@ func splitAddr(s string) (host string, port int, ok bool) {
 }
 
 // origin checks an Origin header value as browsers send it (RFC 6454):
-// scheme://host[:port], no path. A '*' in the host is left to the matcher.
+// scheme://host[:port], no path. "*" alone allows every origin; a '*' in a
+// host may only stand for its whole leftmost label (https://*.example.com
+// matches exactly one label there), which is all the matcher supports.
 func (v *validator) origin(key, s string) {
+	if s == "*" {
+		return
+	}
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.User != nil {
 		v.add(key, "must be an origin like https://app.example.com, got %s", quoteValue(s))
+		return
+	}
+	if host := u.Hostname(); strings.Contains(host, "*") {
+		rest, ok := strings.CutPrefix(host, "*.")
+		if !ok || rest == "" || strings.Contains(rest, "*") {
+			v.add(key, "a wildcard must be the whole leftmost label, like https://*.example.com, got %s", quoteValue(s))
+		}
 	}
 }
 

@@ -21,6 +21,9 @@ func TestValidate_Defaults_Pass(t *testing.T) {
 	c.WebSocket.AllowedOrigins = []string{"https://app.example.com", "http://localhost:3000"}
 	c.Session.OnStoreDown = "reject"
 	c.Log.Level = "DEBUG"
+	c.Auth.APIKey = "browser-key"
+	c.Auth.IssuerAPIKey = "issuer-key"
+	c.GRPC.AuthToken = "fleet-secret"
 	if err := c.Validate(); err != nil {
 		t.Fatalf("a full production config must validate: %v", err)
 	}
