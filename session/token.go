@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 	"unsafe"
 )
 
@@ -40,11 +41,17 @@ const (
 var tokenEncoding = base64.RawURLEncoding.Strict()
 
 // ParseKey decodes a 64-hex-character AES-256 key (auth.token_aes_key,
-// auth.admin_token_aes_key). Surrounding white space (a trailing newline
-// from a secrets file) is ignored. The error never contains the key or any
-// part of it, so it may be logged at start-up.
+// auth.admin_token_aes_key). It accepts exactly what config validation
+// accepts — 64 characters of either case, nothing trimmed — so a key that
+// passes `dws config check` is the key the pod runs with and the other way
+// round: a trailing newline from a secrets file is refused here as it is
+// there, instead of being fixed silently in one place only. The error
+// never contains the key or any part of it, so it may be logged at
+// start-up.
 func ParseKey(s string) ([]byte, error) {
-	s = strings.TrimSpace(s)
+	if strings.ContainsFunc(s, unicode.IsSpace) {
+		return nil, fmt.Errorf("token key: contains white space (a trailing newline?); want exactly %d hexadecimal characters", 2*KeySize)
+	}
 	if len(s) != 2*KeySize {
 		return nil, fmt.Errorf("token key: want %d hexadecimal characters, got %d", 2*KeySize, len(s))
 	}

@@ -101,7 +101,10 @@ func padded(tok string) string {
 	return tok
 }
 
-func TestParseKey_AcceptsHexAndRejectsWithoutEchoingTheKey(t *testing.T) {
+// ParseKey must accept exactly what config validation accepts (64 hex
+// characters, either case, nothing trimmed), so a key that passes
+// `dws config check` is the key the pod runs with.
+func TestParseKey_AcceptsExactlySixtyFourHexCharacters(t *testing.T) {
 	good := hex.EncodeToString(randomTokenKey(t))
 	tests := []struct {
 		name    string
@@ -110,12 +113,23 @@ func TestParseKey_AcceptsHexAndRejectsWithoutEchoingTheKey(t *testing.T) {
 	}{
 		{"64 lower-case hex", good, false},
 		{"upper-case hex", strings.ToUpper(good), false},
-		{"trailing newline from a secrets file", good + "\n", false},
+		{"mixed-case hex", strings.ToUpper(good[:32]) + good[32:], false},
+		{"trailing newline from a secrets file", good + "\n", true},
+		{"trailing CRLF", good + "\r\n", true},
+		{"trailing space", good + " ", true},
+		{"leading space", " " + good, true},
+		{"tab inside", good[:30] + "\t" + good[31:], true},
+		{"63 characters plus a newline", good[:63] + "\n", true},
 		{"empty", "", true},
-		{"too short", good[:62], true},
-		{"too long", good + "00", true},
+		{"63 characters", good[:63], true},
+		{"62 characters", good[:62], true},
+		{"65 characters", good + "0", true},
+		{"66 characters", good + "00", true},
 		{"not hex", "zz" + good[2:], true},
+		{"non-hex last character", good[:63] + "g", true},
+		{"0x prefix", "0x" + good[:62], true},
 		{"32 raw bytes, not hex", good[:32], true},
+		{"non-ASCII", good[:62] + "é", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -126,10 +140,9 @@ func TestParseKey_AcceptsHexAndRejectsWithoutEchoingTheKey(t *testing.T) {
 				}
 				// The error may be logged: it must not carry the
 				// key, nor any 8-character piece of it.
-				trimmed := strings.TrimSpace(tt.in)
-				for i := 0; i+8 <= len(trimmed); i++ {
-					if strings.Contains(err.Error(), trimmed[i:i+8]) {
-						t.Fatalf("error %q contains key fragment %q", err, trimmed[i:i+8])
+				for i := 0; i+8 <= len(tt.in); i++ {
+					if strings.Contains(err.Error(), tt.in[i:i+8]) {
+						t.Fatalf("error %q contains key fragment %q", err, tt.in[i:i+8])
 					}
 				}
 				return
@@ -137,7 +150,7 @@ func TestParseKey_AcceptsHexAndRejectsWithoutEchoingTheKey(t *testing.T) {
 			if err != nil {
 				t.Fatalf("ParseKey: %v", err)
 			}
-			if hex.EncodeToString(key) != strings.ToLower(strings.TrimSpace(tt.in)) {
+			if hex.EncodeToString(key) != strings.ToLower(tt.in) {
 				t.Fatalf("key bytes differ from input")
 			}
 		})
