@@ -1,0 +1,260 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// leaseStores runs a test against both implementations; the Redis one on
+// the machine's Redis under a fresh prefix.
+func leaseStores(t *testing.T) map[string]func() PartitionLeases {
+	return map[string]func() PartitionLeases{
+		"memory": func() PartitionLeases { return NewMemoryPartitionLeases() },
+		"redis": func() PartitionLeases {
+			c := sharedRedis(t)
+			return NewRedisPartitionLeases(c, testPrefix(t, c))
+		},
+	}
+}
+
+func TestPartitionLeases_AcquireRefreshRelease(t *testing.T) {
+	t.Parallel()
+	for name, mk := range leaseStores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s, ctx := mk(), context.Background()
+			ttl := 300 * time.Millisecond
+			steps := []struct {
+				what string
+				got  func() (bool, error)
+				want bool
+			}{
+				{"a takes free p1", func() (bool, error) { return s.Acquire(ctx, 1, "a", ttl) }, true},
+				{"a takes p1 again", func() (bool, error) { return s.Acquire(ctx, 1, "a", ttl) }, true},
+				{"b cannot take a's p1", func() (bool, error) { return s.Acquire(ctx, 1, "b", ttl) }, false},
+				{"b release of a's p1 is a no-op", func() (bool, error) {
+					err := s.Release(ctx, []int{1}, "b")
+					ok, _ := s.Acquire(ctx, 1, "b", ttl)
+					return ok, err
+				}, false},
+				{"a refreshes p1, not p2", func() (bool, error) {
+					held, err := s.Refresh(ctx, []int{1, 2}, "a", ttl)
+					return len(held) == 2 && held[0] && !held[1], err
+				}, true},
+				{"after a releases, b takes p1", func() (bool, error) {
+					if err := s.Release(ctx, []int{1}, "a"); err != nil {
+						return false, err
+					}
+					return s.Acquire(ctx, 1, "b", ttl)
+				}, true},
+				{"b's lapsed lease goes to a", func() (bool, error) {
+					time.Sleep(ttl + 100*time.Millisecond)
+					return s.Acquire(ctx, 1, "a", ttl)
+				}, true},
+			}
+			for _, st := range steps {
+				got, err := st.got()
+				if err != nil || got != st.want {
+					t.Fatalf("%s: got %v, %v; want %v", st.what, got, err, st.want)
+				}
+			}
+
+			live, err := s.Heartbeat(ctx, "b", ttl)
+			if err == nil {
+				live, err = s.Heartbeat(ctx, "a", ttl)
+			}
+			if err != nil || fmt.Sprint(live) != "[a b]" {
+				t.Fatalf("members %v, %v; want [a b]", live, err)
+			}
+			if err := s.Leave(ctx, "b"); err != nil {
+				t.Fatal(err)
+			}
+			if live, _ = s.Heartbeat(ctx, "a", ttl); fmt.Sprint(live) != "[a]" {
+				t.Fatalf("after b left: %v", live)
+			}
+			time.Sleep(ttl + 100*time.Millisecond)
+			if live, _ = s.Heartbeat(ctx, "c", ttl); fmt.Sprint(live) != "[c]" {
+				t.Fatalf("a lapsed, c alone: %v", live)
+			}
+		})
+	}
+}
+
+// ownerRig is n owners over one store, recording who consumes what, and
+// failing the test when two pods consume one partition at once.
+type ownerRig struct {
+	t      *testing.T
+	mu     sync.Mutex
+	active map[int]string // partition -> consuming pod
+	owners map[string]*PartitionOwner
+	cancel map[string]context.CancelFunc
+}
+
+func newOwnerRig(t *testing.T, store PartitionLeases, failover time.Duration, podIDs ...string) *ownerRig {
+	r := &ownerRig{t: t, active: map[int]string{}, owners: map[string]*PartitionOwner{}, cancel: map[string]context.CancelFunc{}}
+	for _, id := range podIDs {
+		r.add(store, failover, id)
+	}
+	return r
+}
+
+func (r *ownerRig) add(store PartitionLeases, failover time.Duration, id string) {
+	o := NewPartitionOwner(store, PartitionOwnerOptions{
+		PodID: id, Partitions: 64, Failover: failover,
+		Start: func(p int) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if other, ok := r.active[p]; ok && other != id {
+				r.t.Errorf("partition %d started on %s while %s consumes it", p, id, other)
+			}
+			r.active[p] = id
+		},
+		Stop: func(p int) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.active[p] == id {
+				delete(r.active, p)
+			}
+		},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	r.t.Cleanup(cancel)
+	r.owners[id], r.cancel[id] = o, cancel
+	o.StartLoop(ctx)
+}
+
+// counts returns partitions consumed per pod.
+func (r *ownerRig) counts() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := map[string]int{}
+	for _, id := range r.active {
+		c[id]++
+	}
+	return c
+}
+
+// waitBalanced waits until the given pods consume every partition, each
+// its share ± 1, and returns how long it took.
+func (r *ownerRig) waitBalanced(within time.Duration, pods ...string) time.Duration {
+	r.t.Helper()
+	start := time.Now()
+	for {
+		c, total, ok := r.counts(), 0, true
+		for _, id := range pods {
+			n := c[id]
+			total += n
+			if n < 64/len(pods) || n > (64+len(pods)-1)/len(pods) {
+				ok = false
+			}
+		}
+		if ok && total == 64 {
+			return time.Since(start)
+		}
+		if time.Since(start) > within {
+			r.t.Fatalf("not balanced over %v within %v: %v", pods, within, c)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestPartitionOwner_BalanceJoinDrainCrash(t *testing.T) {
+	t.Parallel()
+	for name, mk := range leaseStores(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			const failover = 1500 * time.Millisecond // lease 600 ms, tick 150 ms
+			store := mk()
+			r := newOwnerRig(t, store, failover, "p1", "p2", "p3")
+			r.waitBalanced(5*time.Second, "p1", "p2", "p3")
+
+			r.add(store, failover, "p4") // joins
+			r.waitBalanced(5*time.Second, "p1", "p2", "p3", "p4")
+
+			// p2 drains: its partitions move at once, not after a lease.
+			if err := r.owners["p2"].Drain(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			r.cancel["p2"]()
+			took := r.waitBalanced(5*time.Second, "p1", "p3", "p4")
+			t.Logf("%s: drain handed over in %v", name, took)
+
+			// p3 "crashes": it stops stepping without releasing anything.
+			r.owners["p3"].step.Lock() // frozen like a SIGSTOPped process
+			defer r.owners["p3"].step.Unlock()
+			r.mu.Lock()
+			for p, id := range r.active {
+				if id == "p3" {
+					delete(r.active, p) // its consumer died with it
+				}
+			}
+			r.mu.Unlock()
+			took = r.waitBalanced(5*time.Second, "p1", "p4")
+			t.Logf("%s: crash taken over in %v (failover budget %v)", name, took, failover)
+			if took > failover {
+				t.Errorf("crashed pod's partitions taken over in %v, budget %v", took, failover)
+			}
+		})
+	}
+}
+
+// failingLeases is the memory store with a switch that makes every call
+// fail, as an unreachable Redis would.
+type failingLeases struct {
+	*MemoryPartitionLeases
+	mu   sync.Mutex
+	down bool
+}
+
+func (f *failingLeases) err() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+func (f *failingLeases) Heartbeat(ctx context.Context, pod string, ttl time.Duration) ([]string, error) {
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return f.MemoryPartitionLeases.Heartbeat(ctx, pod, ttl)
+}
+
+func (f *failingLeases) Refresh(ctx context.Context, ps []int, pod string, ttl time.Duration) ([]bool, error) {
+	if err := f.err(); err != nil {
+		return nil, err
+	}
+	return f.MemoryPartitionLeases.Refresh(ctx, ps, pod, ttl)
+}
+
+// TestPartitionOwner_StoreDown_StopsBeforeLeaseLapses: a pod that cannot
+// refresh its leases stops consuming before they can lapse (another pod
+// may take them then), and resumes when the store answers again.
+func TestPartitionOwner_StoreDown_StopsBeforeLeaseLapses(t *testing.T) {
+	t.Parallel()
+	store := &failingLeases{MemoryPartitionLeases: NewMemoryPartitionLeases()}
+	r := newOwnerRig(t, store, time.Second, "p1") // lease 400 ms
+	r.waitBalanced(3*time.Second, "p1")
+	store.mu.Lock()
+	store.down = true
+	store.mu.Unlock()
+	downAt := time.Now()
+	for len(r.counts()) > 0 {
+		if time.Since(downAt) > 2*time.Second {
+			t.Fatalf("still consuming %v with the store down", r.counts())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if took, ttl := time.Since(downAt), r.owners["p1"].LeaseTTL(); took > ttl+100*time.Millisecond {
+		t.Errorf("stopped %v after the store went down; the lease lives %v", took, ttl)
+	}
+	store.mu.Lock()
+	store.down = false
+	store.mu.Unlock()
+	r.waitBalanced(3*time.Second, "p1")
+}
