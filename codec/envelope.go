@@ -1,12 +1,22 @@
 package codec
 
-import "github.com/gobwas/ws"
+import (
+	"strconv"
+
+	"github.com/gobwas/ws"
+)
 
 // The json.v1 envelopes (SPEC §2, §5, §7) are written by hand: their shape is
 // fixed and event payloads must pass through byte for byte.
 const (
 	readyJSON   = `{"type":"ready"}`
 	eventPrefix = `{"type":"event","payload":`
+	// eventSeqPrefix and eventSeqMid frame the seq field (SPEC §5):
+	// {"type":"event","seq":N,"payload":...}. seq comes first so a client
+	// reading the frame sees it before a large payload.
+	eventSeqPrefix = `{"type":"event","seq":`
+	eventSeqMid    = `,"payload":`
+	readyEpochPre  = `{"type":"ready","epoch":`
 	errorPrefix = `{"type":"error","payload":`
 	envelopeEnd = `}`
 )
@@ -14,6 +24,18 @@ const (
 // ReadyFrame is the complete server text frame carrying {"type":"ready"},
 // sent right after the 101 (SPEC §2). It is shared: do not modify it.
 var ReadyFrame = AppendFrame(nil, ws.OpText, []byte(readyJSON))
+
+// ReadyFrameEpoch returns the ready frame naming the stream's epoch (SPEC
+// §5): {"type":"ready","epoch":"E"}. An empty epoch gives ReadyFrame. Build
+// it once per epoch and share it: do not modify the result.
+func ReadyFrameEpoch(epoch string) []byte {
+	if epoch == "" {
+		return ReadyFrame
+	}
+	body := appendJSONString([]byte(readyEpochPre), epoch)
+	body = append(body, envelopeEnd...)
+	return AppendFrame(nil, ws.OpText, body)
+}
 
 // AppendEvent appends {"type":"event","payload":<payload>} (SPEC §5). The
 // payload is already JSON and is passed through byte for byte, never
@@ -27,6 +49,45 @@ func AppendEvent(dst []byte, payload []byte) []byte {
 		dst = append(dst, payload...)
 	}
 	return append(dst, envelopeEnd...)
+}
+
+// AppendEventSeq appends {"type":"event","seq":N,"payload":<payload>}
+// (SPEC §5): N is the event's sequence in nats.stream. seq 0 means "not
+// known" and writes AppendEvent's shape without the field.
+func AppendEventSeq(dst []byte, seq uint64, payload []byte) []byte {
+	if seq == 0 {
+		return AppendEvent(dst, payload)
+	}
+	dst = append(dst, eventSeqPrefix...)
+	dst = strconv.AppendUint(dst, seq, 10)
+	dst = append(dst, eventSeqMid...)
+	if len(payload) == 0 {
+		dst = append(dst, "null"...)
+	} else {
+		dst = append(dst, payload...)
+	}
+	return append(dst, envelopeEnd...)
+}
+
+// eventSeqLen is len(AppendEventSeq(nil, seq, payload)).
+func eventSeqLen(seq uint64, payload []byte) int {
+	if seq == 0 {
+		return eventLen(payload)
+	}
+	n := len(payload)
+	if n == 0 {
+		n = len("null")
+	}
+	return len(eventSeqPrefix) + digits(seq) + len(eventSeqMid) + n + len(envelopeEnd)
+}
+
+func digits(v uint64) int {
+	n := 1
+	for v >= 10 {
+		v /= 10
+		n++
+	}
+	return n
 }
 
 // eventLen is len(AppendEvent(nil, payload)).
@@ -44,11 +105,15 @@ func eventLen(payload []byte) int {
 // among all receiving sockets (DESIGN invariant 3): server frames are not
 // masked (RFC 6455 §5.1), so the same bytes serve every socket. Treat the
 // result as read-only.
-func EventFrame(payload []byte) []byte {
-	m := eventLen(payload)
+func EventFrame(payload []byte) []byte { return EventFrameSeq(0, payload) }
+
+// EventFrameSeq is EventFrame with the event's seq (AppendEventSeq): one
+// exact-size allocation, shared read-only by every receiving socket.
+func EventFrameSeq(seq uint64, payload []byte) []byte {
+	m := eventSeqLen(seq, payload)
 	f := make([]byte, 0, HeaderLen(m)+m)
 	f = AppendHeader(f, ws.OpText, true, m)
-	return AppendEvent(f, payload)
+	return AppendEventSeq(f, seq, payload)
 }
 
 // AppendErrorEnvelope appends {"type":"error","payload":{"code":..,

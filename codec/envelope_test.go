@@ -123,3 +123,45 @@ func BenchmarkEventFrame(b *testing.B) {
 		_ = EventFrame(payload)
 	}
 }
+
+func TestEventFrameSeq_Shapes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		seq     uint64
+		payload string
+		want    string
+	}{
+		{0, `{"a":1}`, `{"type":"event","payload":{"a":1}}`},
+		{1, `{"a":1}`, `{"type":"event","seq":1,"payload":{"a":1}}`},
+		{18446744073709551615, `[]`, `{"type":"event","seq":18446744073709551615,"payload":[]}`},
+		{42, ``, `{"type":"event","seq":42,"payload":null}`},
+	}
+	for _, tc := range cases {
+		if got := string(AppendEventSeq(nil, tc.seq, []byte(tc.payload))); got != tc.want {
+			t.Errorf("AppendEventSeq(%d) = %s, want %s", tc.seq, got, tc.want)
+		}
+		f := EventFrameSeq(tc.seq, []byte(tc.payload))
+		if len(f) != cap(f) {
+			t.Errorf("seq %d: frame len %d cap %d, want one exact allocation", tc.seq, len(f), cap(f))
+		}
+		h, err := ws.ReadHeader(bytes.NewReader(f))
+		if err != nil || int(h.Length) != len(tc.want) || string(f[len(f)-len(tc.want):]) != tc.want {
+			t.Errorf("seq %d: frame %q (header %+v, %v)", tc.seq, f, h, err)
+		}
+		if !json.Valid(f[len(f)-len(tc.want):]) {
+			t.Errorf("seq %d: not JSON", tc.seq)
+		}
+	}
+}
+
+func TestReadyFrameEpoch(t *testing.T) {
+	t.Parallel()
+	if !bytes.Equal(ReadyFrameEpoch(""), ReadyFrame) {
+		t.Fatal("no epoch must give the plain ready frame")
+	}
+	want := `{"type":"ready","epoch":"1733390000-\"x\""}`
+	f := ReadyFrameEpoch(`1733390000-"x"`)
+	if got := string(f[2:]); got != want {
+		t.Fatalf("ready = %s, want %s", got, want)
+	}
+}
