@@ -17,8 +17,8 @@ const (
 	eventSeqPrefix = `{"type":"event","seq":`
 	eventSeqMid    = `,"payload":`
 	readyEpochPre  = `{"type":"ready","epoch":`
-	errorPrefix = `{"type":"error","payload":`
-	envelopeEnd = `}`
+	errorPrefix    = `{"type":"error","payload":`
+	envelopeEnd    = `}`
 )
 
 // ReadyFrame is the complete server text frame carrying {"type":"ready"},
