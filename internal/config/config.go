@@ -155,7 +155,12 @@ type NATS struct {
 	NakDelay      time.Duration `koanf:"nak_delay" default:"1s" doc:"Redelivery delay of a message NAKed while Redis is down."`
 	FetchBatch    int           `koanf:"fetch_batch" default:"256" doc:"Messages fetched per pull."`
 	EmbeddedDir   string        `koanf:"embedded_dir" doc:"JetStream directory of the embedded server; empty = a temp dir."`
-	EmbeddedPort  int           `koanf:"embedded_port" default:"14222" doc:"Client port of the embedded server on 127.0.0.1 (dws publish finds it there); -1 = random."`
+	// Partitions and Failover shape ordered delivery (SPEC §5): events are
+	// split by (company, agent) into Partitions, each consumed by one live
+	// pod at a time; a dead pod's partitions move within Failover.
+	Partitions   int           `koanf:"partitions" default:"64" doc:"Partitions of the event stream by (company, agent); each is consumed by exactly one live pod. Changing it starts a new derived stream."`
+	Failover     time.Duration `koanf:"failover" default:"5s" doc:"Bound on how long a dead pod's partitions stay unconsumed (partition leases live 2/5 of it)."`
+	EmbeddedPort int           `koanf:"embedded_port" default:"14222" doc:"Client port of the embedded server on 127.0.0.1 (dws publish finds it there); -1 = random."`
 }
 
 // GRPC holds pod-to-pod forwarding settings.

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // prodConfig is a pod with every key production needs.
@@ -98,5 +99,28 @@ func TestApplyDevKeys_LoopbackAndGeneratedSecrets(t *testing.T) {
 	c.Server.OpsAddr = "10.1.2.3:8081"
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "server.ops_addr: dev mode listens on 127.0.0.1 only") {
 		t.Fatalf("non-loopback dev listener: %v", err)
+	}
+}
+
+func TestValidate_Partitions(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		parts    int
+		failover string
+		want     string
+	}{
+		{64, "5s", ""},
+		{1, "1s", ""},
+		{0, "5s", "nats.partitions: must be 1-1024, got 0"},
+		{1025, "5s", "nats.partitions: must be 1-1024, got 1025"},
+		{64, "500ms", "nats.failover: must be at least 1s, got 500ms"},
+	} {
+		c := prodConfig()
+		c.NATS.Partitions = tc.parts
+		c.NATS.Failover, _ = time.ParseDuration(tc.failover)
+		err := c.Validate()
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("partitions %d failover %s: got %v, want %q", tc.parts, tc.failover, err, tc.want)
+		}
 	}
 }

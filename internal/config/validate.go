@@ -21,6 +21,10 @@ const (
 	// minRingBytes: a ring smaller than one typical event marks every
 	// socket a slow consumer.
 	minRingBytes = 1024
+	// maxPartitions bounds nats.partitions: one durable consumer each.
+	maxPartitions = 1024
+	// minFailover: partition leases live 2/5 of nats.failover.
+	minFailover = time.Second
 )
 
 // Validate checks every rule and returns all problems joined, each naming
@@ -110,6 +114,16 @@ func (c *Config) Validate() error {
 	v.positive("nats.ack_wait", n.AckWait)
 	v.notNegative("nats.nak_delay", n.NakDelay)
 	v.atLeast("nats.fetch_batch", n.FetchBatch, 1)
+	// The partition number is a subject token chosen by the server's
+	// partition() transform; 1024 keeps one consumer per partition cheap.
+	if n.Partitions < 1 || n.Partitions > maxPartitions {
+		v.add("nats.partitions", "must be 1-%d, got %d", maxPartitions, n.Partitions)
+	}
+	if n.Failover < minFailover {
+		// Leases live 2/5 of it and are refreshed four times per lease: below
+		// a second Redis round trips would eat the budget.
+		v.add("nats.failover", "must be at least %s, got %s", minFailover, n.Failover)
+	}
 	if n.EmbeddedPort < -1 || n.EmbeddedPort > 65535 {
 		v.add("nats.embedded_port", "must be -1 (random) or a port 0-65535, got %d", n.EmbeddedPort)
 	}
