@@ -1,0 +1,197 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dws-gateway/dws/internal/logx"
+)
+
+// MinServerVersion is the oldest nats-server dws runs on: partitioned
+// consumption (SPEC §5) derives its stream from nats.stream with a subject
+// transform on the source, which servers before 2.10 do not have (they
+// accept the config and silently ignore the transform).
+const MinServerVersion = "2.10.0"
+
+// CheckServerVersion refuses a NATS server older than MinServerVersion
+// with one line saying what to run instead.
+func CheckServerVersion(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	major, minor, ok := parseVersion(v)
+	if !ok {
+		return fmt.Errorf("nats: cannot read the server version %q; dws needs nats-server >= %s", v, MinServerVersion)
+	}
+	if major < 2 || (major == 2 && minor < 10) {
+		return fmt.Errorf("nats: server %s is too old: dws needs nats-server >= %s (subject transforms on stream sources); upgrade it, or leave nats.url empty for the embedded server", v, MinServerVersion)
+	}
+	return nil
+}
+
+func parseVersion(v string) (major, minor int, ok bool) {
+	v = strings.TrimPrefix(v, "v")
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return 0, 0, false
+	}
+	major, err1 := strconv.Atoi(parts[0])
+	minor, err2 := strconv.Atoi(parts[1])
+	return major, minor, err1 == nil && err2 == nil
+}
+
+// PartitionLayout names the dws-owned stream that splits nats.stream into
+// partitions by (company, agent) without modifying it (SPEC §5, DESIGN
+// "Ordered delivery across the fleet"), and its per-partition consumers.
+//
+// The derived stream sources nats.stream and rewrites each subject
+// websocket.{C}.{A}.{rest} to dwsp.{stream}.{P}.websocket.{C}.{A}.{rest},
+// where P = the server's partition(n, C, A) hash: every event of one
+// (company, agent) lands in one partition, in source order. It is a work
+// queue: a message is gone once its partition's owner acked it, so the
+// copy costs storage only while events wait. Each message keeps the
+// source's sequence in its Nats-Stream-Source header: that is the seq
+// browsers see.
+type PartitionLayout struct {
+	Source     string // nats.stream
+	Consumer   string // nats.consumer: partition consumers are {Consumer}_p{P}
+	Partitions int
+}
+
+// Stream is the derived stream's name. The partition count is part of it:
+// the transform's modulus is fixed at creation, so another count is
+// another stream (the old one is left for the operator to delete).
+func (l PartitionLayout) Stream() string {
+	return l.Source + "_dws_p" + strconv.Itoa(l.Partitions)
+}
+
+// subjectPrefix is "dwsp.{stream}." ; the partition token follows it.
+func (l PartitionLayout) subjectPrefix() string { return "dwsp." + l.Source + "." }
+
+// Filter is partition p's subject filter.
+func (l PartitionLayout) Filter(p int) string {
+	return l.subjectPrefix() + strconv.Itoa(p) + ".>"
+}
+
+// ConsumerName is partition p's durable consumer.
+func (l PartitionLayout) ConsumerName(p int) string {
+	return l.Consumer + "_p" + strconv.Itoa(p)
+}
+
+// transform is the source subject transform.
+func (l PartitionLayout) transform() jetstream.SubjectTransformConfig {
+	return jetstream.SubjectTransformConfig{
+		Source:      "websocket.*.*.>",
+		Destination: l.subjectPrefix() + "{{partition(" + strconv.Itoa(l.Partitions) + ",1,2)}}.websocket.{{wildcard(1)}}.{{wildcard(2)}}.>",
+	}
+}
+
+// OriginalSubject strips the partition prefix from a derived subject,
+// giving the subject the event was published on; ok is false for a
+// subject of another shape.
+func (l PartitionLayout) OriginalSubject(derived string) (subject string, partition int, ok bool) {
+	rest, found := strings.CutPrefix(derived, l.subjectPrefix())
+	if !found {
+		return "", 0, false
+	}
+	num, subject, found := strings.Cut(rest, ".")
+	if !found {
+		return "", 0, false
+	}
+	p, err := strconv.Atoi(num)
+	if err != nil || p < 0 || p >= l.Partitions {
+		return "", 0, false
+	}
+	return subject, p, true
+}
+
+// derivedMaxAge bounds how long events wait in the derived stream while no
+// pod consumes their partition (every pod down): as long as dws keeps a
+// stream it creates itself.
+const derivedMaxAge = streamMaxAge
+
+// EnsurePartitionStream returns the derived stream, creating it when
+// absent. A new derived stream starts at the present (deliver-new: a
+// gateway pushes live events; resume reads the source stream itself), so
+// events published before the first pod of this layout started are not
+// pushed. Storage and replicas follow the source stream.
+func EnsurePartitionStream(ctx context.Context, js jetstream.JetStream, l PartitionLayout, source *jetstream.StreamInfo) (jetstream.Stream, error) {
+	s, err := js.Stream(ctx, l.Stream())
+	if err == nil {
+		return s, nil
+	}
+	if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("stream %q: %w", l.Stream(), err)
+	}
+	now := time.Now()
+	cfg := jetstream.StreamConfig{
+		Name:        l.Stream(),
+		Description: fmt.Sprintf("dws: %s split into %d partitions by company and agent (created by dws)", l.Source, l.Partitions),
+		Retention:   jetstream.WorkQueuePolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      derivedMaxAge,
+		Storage:     source.Config.Storage,
+		Replicas:    source.Config.Replicas,
+		Sources: []*jetstream.StreamSource{{
+			Name:              l.Source,
+			OptStartTime:      &now,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{l.transform()},
+		}},
+	}
+	s, err = js.CreateStream(ctx, cfg)
+	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+		return js.Stream(ctx, l.Stream()) // another pod was first
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create stream %q: %w", l.Stream(), err)
+	}
+	logx.From(ctx).Info("partition stream created", "stream", l.Stream(), "source", l.Source, "partitions", l.Partitions)
+	return s, nil
+}
+
+// PartitionConsumerConfig is partition p's durable pull consumer: explicit
+// acks, everything still in the work queue (so after a crash the new owner
+// starts at the oldest unacked event).
+func (l PartitionLayout) PartitionConsumerConfig(p int, ackWait time.Duration, maxAckPending int) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       l.ConsumerName(p),
+		Description:   fmt.Sprintf("dws partition %d of %d", p, l.Partitions),
+		FilterSubject: l.Filter(p),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxAckPending: maxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Epoch names the incarnation of the source stream (SPEC §5 "ready"): its
+// creation time, which changes whenever the stream is recreated, so a
+// client never mistakes an old stream's seq for a new one's.
+func Epoch(source *jetstream.StreamInfo) string {
+	return strconv.FormatInt(source.Created.UnixNano(), 36)
+}
+
+// HeaderStreamSource is set by the server on every sourced message:
+// "{stream} {seq} {filter} {transform} {subject} ...".
+const HeaderStreamSource = "Nats-Stream-Source"
+
+// OriginSeq returns the message's sequence in the source stream from its
+// Nats-Stream-Source header.
+func OriginSeq(h nats.Header) (uint64, bool) {
+	v := h.Get(HeaderStreamSource)
+	if v == "" {
+		return 0, false
+	}
+	_, rest, ok := strings.Cut(v, " ")
+	if !ok {
+		return 0, false
+	}
+	num, _, _ := strings.Cut(rest, " ")
+	seq, err := strconv.ParseUint(num, 10, 64)
+	return seq, err == nil && seq > 0
+}
