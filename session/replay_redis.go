@@ -34,8 +34,14 @@ func (g *redisReplayGuard) Seen(ctx context.Context, jti string, until time.Time
 	cctx, cancel := s.opCtx(ctx)
 	defer cancel()
 	// Keep the marker through the expires_at instant itself (a token is
-	// valid while now ≤ expires_at): one extra second covers PXAT rounding.
-	err := s.rdb.SetArgs(cctx, s.keys.jti(jti), 1, redis.SetArgs{Mode: "NX", ExpireAt: until.Add(time.Second)}).Err()
+	// valid while now ≤ expires_at), plus a second for the round trip. The
+	// TTL is relative and measured on this pod's clock, the one the
+	// validator judged expires_at by: an absolute EXAT would be read on
+	// Redis's clock (and go-redis sends it in whole seconds), so a Redis
+	// clock running ahead would drop the marker while the token still
+	// validates here, re-opening the replay window.
+	ttl := time.Until(until) + time.Second
+	err := s.rdb.SetArgs(cctx, s.keys.jti(jti), 1, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
 	switch {
 	case err == nil:
 		return false, nil

@@ -79,3 +79,34 @@ func TestRedisReplayGuard_RedisDown_Errors(t *testing.T) {
 		t.Fatal("want an error while Redis is down")
 	}
 }
+
+// auth.reject_replay across pods with the shared token cache in front: a
+// minted token opens one socket in the whole fleet, although the second
+// pod finds its validation in the cache.
+func TestRedisReplayGuard_MintedTokenOpensOneSocketAcrossPods(t *testing.T) {
+	t.Parallel()
+	c := sharedRedis(t)
+	prefix := testPrefix(t, c)
+	f := newTokenFixture(t)
+	f.clock.Set(time.Now()) // Redis TTLs run on the real clock
+	pod := func(name string) *Validator {
+		s := startStore(t, c, fastOptions(name, prefix))
+		local, err := NewMemoryTokenCache(16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.validator(t, ValidatorOptions{RejectReplay: true, Replay: s.ReplayGuard(),
+			Cache: NewTieredTokenCache(local, s.TokenCache(), 30*time.Second), CacheTTL: 30 * time.Second})
+	}
+	a, b := pod("pod-a"), pod("pod-b")
+	tok := f.mintUser(t, UserClaims{CompanyID: "c1", AgentID: "a1", UserID: "u1", ExpiresAt: time.Now().Add(time.Minute)})
+	_, err := a.ValidateUser(t.Context(), tok, "c1", "a1", "u1")
+	wantReason(t, err, "")
+	for _, v := range []*Validator{b, a} {
+		_, err = v.ValidateUser(t.Context(), tok, "c1", "a1", "u1")
+		wantReason(t, err, ReasonReplay)
+	}
+	if n := len(scanKeys(t, c, prefix+"token_cache:")); n != 0 {
+		t.Fatalf("%d token_cache entries for a replay-checked token, want 0", n)
+	}
+}

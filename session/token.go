@@ -106,8 +106,13 @@ func NewMinter(userKey, adminKey []byte) (*Minter, error) {
 // MintUser returns a user token for c. It refuses claims the Validator
 // would reject as malformed (an empty id, a zero ExpiresAt). Times are
 // written in UTC to the second, so ExpiresAt and IssuedAt lose their
-// fraction (rounding down: a token never lives longer than asked).
+// fraction (rounding down: a token never lives longer than asked). An empty
+// JTI is replaced by a fresh random one (newJTI), so auth.reject_replay
+// protects every token dws mints: such a token opens one socket.
 func (m *Minter) MintUser(c UserClaims) (string, error) {
+	if c.JTI == "" {
+		c.JTI = newJTI()
+	}
 	plain, err := encodeUserClaims(&c)
 	if err != nil {
 		return "", err
@@ -116,16 +121,33 @@ func (m *Minter) MintUser(c UserClaims) (string, error) {
 }
 
 // MintAdmin returns an admin token for c, sealed with the admin key. Same
-// rules as MintUser.
+// rules as MintUser (a jti is added when c has none).
 func (m *Minter) MintAdmin(c AdminClaims) (string, error) {
 	if m.admin == nil {
 		return "", ErrNoAdminKey
+	}
+	if c.JTI == "" {
+		c.JTI = newJTI()
 	}
 	plain, err := encodeAdminClaims(&c)
 	if err != nil {
 		return "", err
 	}
 	return seal(m.admin, plain), nil
+}
+
+// jtiBytes is the entropy of a minted token id: 128 bits, so two tokens
+// share one by chance with probability ~n²/2^129 — never, in practice — and
+// replay rejection cannot refuse a genuine first use.
+const jtiBytes = 16
+
+// newJTI returns a random token id, base64url without padding (22
+// characters): safe in a Redis key and a log line as it is.
+func newJTI() string {
+	var b [jtiBytes]byte
+	// crypto/rand.Read never fails (see seal).
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
 // seal encrypts plain under a fresh random nonce and encodes the result.

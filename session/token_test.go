@@ -84,6 +84,18 @@ func (f *tokenFixture) mintUser(t testing.TB, c UserClaims) string {
 	return tok
 }
 
+// mintUserNoJTI seals c as given, without the jti MintUser adds: a token
+// from another issuer, or minted before dws added jtis.
+func (f *tokenFixture) mintUserNoJTI(t testing.TB, c UserClaims) string {
+	t.Helper()
+	c.JTI = ""
+	plain, err := encodeUserClaims(&c)
+	if err != nil {
+		t.Fatalf("encodeUserClaims: %v", err)
+	}
+	return seal(f.minter.user, plain)
+}
+
 func (f *tokenFixture) mintAdmin(t testing.TB, c AdminClaims) string {
 	t.Helper()
 	tok, err := f.minter.MintAdmin(c)
@@ -210,6 +222,7 @@ func TestMint_MissingRequiredClaims_Refused(t *testing.T) {
 func TestMint_TokenIsNonceCiphertextTagInUnpaddedBase64URL(t *testing.T) {
 	f := newTokenFixture(t)
 	c := userClaims()
+	c.JTI = "j-1" // fixed, so the plaintext is known
 	tok := f.mintUser(t, c)
 	if strings.ContainsAny(tok, "=+/") {
 		t.Fatalf("token %q is not unpadded base64url", tok)
@@ -235,13 +248,69 @@ func TestMint_TokenIsNonceCiphertextTagInUnpaddedBase64URL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open by hand: %v", err)
 	}
-	want := `{"company_id":"c1","agent_id":"a1","user_id":"u1","expires_at":"2030-06-01T13:00:00Z"}`
+	want := `{"company_id":"c1","agent_id":"a1","user_id":"u1","expires_at":"2030-06-01T13:00:00Z","jti":"j-1"}`
 	if string(got) != want {
 		t.Fatalf("plaintext = %s, want %s", got, want)
 	}
 	if tok2 := f.mintUser(t, c); tok2 == tok {
 		t.Fatal("two mints of the same claims gave the same token: nonce not random")
 	}
+}
+
+// Issue 9 finding 8: dws-minted tokens carried no jti, so
+// auth.reject_replay never protected them. Every mint without a jti now gets
+// a fresh 128-bit one; a caller's own jti is kept.
+func TestMint_AddsRandomJTIWhenNoneGiven(t *testing.T) {
+	f := newTokenFixture(t)
+	v := f.validator(t, ValidatorOptions{})
+	seen := map[string]bool{}
+	for range 100 {
+		id, err := v.ValidateUser(t.Context(), f.mintUser(t, userClaims()), "c1", "a1", "u1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, derr := base64.RawURLEncoding.DecodeString(id.JTI)
+		if derr != nil || len(raw) != 16 {
+			t.Fatalf("jti %q is not 16 bytes of base64url (%v)", id.JTI, derr)
+		}
+		if seen[id.JTI] {
+			t.Fatalf("jti %q minted twice", id.JTI)
+		}
+		seen[id.JTI] = true
+		aid, err := v.ValidateAdmin(t.Context(), f.mintAdmin(t, adminClaims()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(aid.JTI) != 22 || seen[aid.JTI] {
+			t.Fatalf("admin jti %q: want a fresh 22-character id", aid.JTI)
+		}
+		seen[aid.JTI] = true
+	}
+	c := userClaims()
+	c.JTI = "caller-chosen"
+	id, err := v.ValidateUser(t.Context(), f.mintUser(t, c), "c1", "a1", "u1")
+	if err != nil || id.JTI != "caller-chosen" {
+		t.Fatalf("jti = %q, %v; want the caller's own", id.JTI, err)
+	}
+}
+
+// A minted token opens one socket under auth.reject_replay: the second
+// presentation is refused although the first was a success (and would have
+// been cached without the jti).
+func TestMint_RejectReplay_MintedTokenValidatesOnce(t *testing.T) {
+	f := newTokenFixture(t)
+	cache := newRecordingCache(t, f.clock)
+	v := f.validator(t, ValidatorOptions{RejectReplay: true, Cache: cache, CacheTTL: 30 * time.Second})
+	tok := f.mintUser(t, userClaims())
+	_, err := v.ValidateUser(t.Context(), tok, "c1", "a1", "u1")
+	wantReason(t, err, "")
+	_, err = v.ValidateUser(t.Context(), tok, "c1", "a1", "u1")
+	wantReason(t, err, ReasonReplay)
+	at := f.mintAdmin(t, adminClaims())
+	_, err = v.ValidateAdmin(t.Context(), at)
+	wantReason(t, err, "")
+	_, err = v.ValidateAdmin(t.Context(), at)
+	wantReason(t, err, ReasonReplay)
 }
 
 func TestValidateUser_RoundTrip_PaddedAndUnpadded(t *testing.T) {

@@ -21,7 +21,15 @@ type ValidatorOptions struct {
 	// (auth.max_token_age). Tokens without issued_at are not checked.
 	MaxTokenAge time.Duration
 	// RejectReplay rejects a jti already seen within its lifetime
-	// (auth.reject_replay). Tokens without jti are not checked.
+	// (auth.reject_replay): a token carrying a jti opens ONE socket. The
+	// second handshake with the same jti is refused (InvalidToken
+	// "replay") even inside the cache TTL, on this pod or — with a shared
+	// Replay — any other; a client reconnecting needs a fresh token.
+	// The jti is spent by the first presentation that passes every token
+	// check, even if the handshake then fails later (session conflict,
+	// store down): the token cannot tell a retry from a thief. Every
+	// token dws mints carries a jti; tokens without one (other issuers)
+	// are not checked and stay cacheable.
 	RejectReplay bool
 	// Replay remembers jtis; nil with RejectReplay set means an in-process
 	// MemoryReplayGuard (right for one pod; a fleet needs a shared one).
@@ -47,8 +55,10 @@ type ValidatorOptions struct {
 //
 // The cache saves the decrypt and parse only: on a hit the time checks and
 // the path binding still run against the current clock and path. With
-// RejectReplay on, tokens carrying a jti bypass the cache entirely, since
-// their second presentation must fail.
+// RejectReplay on, tokens carrying a jti bypass the cache entirely — they
+// are neither stored nor served from it, even when another pod without
+// replay protection cached them — since their second presentation must
+// fail; the replay set, kept until each token's expires_at, decides.
 type Validator struct {
 	user, admin cipher.AEAD // admin nil: no admin key configured
 	// skew and maxAge are hot-reloadable (SetRules), hence atomic.
