@@ -1,0 +1,201 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/dws-gateway/dws/internal/config"
+)
+
+// partRecorder is an orderedHandler that keeps what one "pod" processed per
+// (company, agent), acking each message unless frozen.
+type partRecorder struct {
+	mu     sync.Mutex
+	seen   map[string][]uint64
+	frozen chan struct{} // non-nil: block (without acking) until closed
+}
+
+func newPartRecorder() *partRecorder { return &partRecorder{seen: map[string][]uint64{}} }
+
+func (r *partRecorder) handleOrdered(ctx context.Context, m jetstream.Msg, subject string, seq uint64) {
+	if r.frozen != nil {
+		select {
+		case <-r.frozen:
+		case <-ctx.Done():
+		}
+		return
+	}
+	route, _ := ParseSubject(subject)
+	r.mu.Lock()
+	r.seen[route.Company+"."+route.Agent] = append(r.seen[route.Company+"."+route.Agent], seq)
+	r.mu.Unlock()
+	_ = m.Ack()
+}
+
+func (r *partRecorder) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, s := range r.seen {
+		n += len(s)
+	}
+	return n
+}
+
+// partitionRig is a source stream, its derived stream and a publisher.
+type partitionRig struct {
+	t      *testing.T
+	js     jetstream.JetStream
+	layout PartitionLayout
+	mu     sync.Mutex
+	want   map[string][]uint64 // (company.agent) -> published seqs
+}
+
+func newPartitionRig(t *testing.T, partitions int) *partitionRig {
+	_, url := startNATS(t)
+	js := newJS(t, connect(t, url))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src, err := EnsureStream(ctx, js, config.NATS{Stream: "wa_stream", CreateStream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := src.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := PartitionLayout{Source: "wa_stream", Consumer: "ws_fanout", Partitions: partitions}
+	if _, err := EnsurePartitionStream(ctx, js, l, info); err != nil {
+		t.Fatal(err)
+	}
+	return &partitionRig{t: t, js: js, layout: l, want: map[string][]uint64{}}
+}
+
+func (r *partitionRig) publish(n int) {
+	ctx := context.Background()
+	for i := range n {
+		ca := fmt.Sprintf("c%d.a%d", i%7, i%3)
+		ack, err := r.js.Publish(ctx, "websocket."+ca+".chats", []byte(`{}`))
+		if err != nil {
+			r.t.Fatal(err)
+		}
+		r.mu.Lock()
+		r.want[ca] = append(r.want[ca], ack.Sequence)
+		r.mu.Unlock()
+	}
+}
+
+func (r *partitionRig) set(h orderedHandler) *partitionSet {
+	ctx, cancel := context.WithCancel(context.Background())
+	r.t.Cleanup(cancel)
+	s := newPartitionSet(ctx, r.js, r.layout, h, 30*time.Second, 1000, 64)
+	r.t.Cleanup(s.StopAll)
+	return s
+}
+
+// check asserts that the union of what the pods processed, per (company,
+// agent), is every published seq, and that each pod saw its share in
+// order. Duplicates across pods are allowed only as a handover overlap.
+func (r *partitionRig) check(pods ...*partRecorder) {
+	r.t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for ca, want := range r.want {
+		got := map[uint64]bool{}
+		for _, p := range pods {
+			p.mu.Lock()
+			s := p.seen[ca]
+			for i := 1; i < len(s); i++ {
+				if s[i] <= s[i-1] {
+					r.t.Errorf("%s: seq %d after %d on one pod", ca, s[i], s[i-1])
+				}
+			}
+			for _, q := range s {
+				got[q] = true
+			}
+			p.mu.Unlock()
+		}
+		for _, q := range want {
+			if !got[q] {
+				r.t.Errorf("%s: seq %d never processed", ca, q)
+			}
+		}
+	}
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestPartitionSet_HandoverKeepsOrderAndLosesNothing(t *testing.T) {
+	t.Parallel()
+	rig := newPartitionRig(t, 4)
+	a, b := newPartRecorder(), newPartRecorder()
+	sa, sb := rig.set(a), rig.set(b)
+	for p := range 4 {
+		sa.Start(p)
+	}
+	rig.publish(200)
+	waitFor(t, 10*time.Second, "pod a to process 200", func() bool { return a.total() == 200 })
+
+	// Graceful handover of partitions 0 and 1 while events flow.
+	done := make(chan struct{})
+	go func() { defer close(done); rig.publish(300) }()
+	sa.Stop(0)
+	sb.Start(0)
+	sa.Stop(1)
+	sb.Start(1)
+	<-done
+	waitFor(t, 10*time.Second, "all 500 processed", func() bool { return a.total()+b.total() >= 500 })
+	rig.check(a, b)
+}
+
+// TestPartitionSet_CrashedOwnerPendingTakenOverAtOnce: an owner that pulled
+// messages and died without acking them must not hold them for ack_wait
+// (30 s here): the new owner gets them at once, in order.
+func TestPartitionSet_CrashedOwnerPendingTakenOverAtOnce(t *testing.T) {
+	t.Parallel()
+	rig := newPartitionRig(t, 1)
+	dead := newPartRecorder()
+	dead.frozen = make(chan struct{})
+	defer close(dead.frozen)
+	sd := rig.set(dead)
+	sd.Start(0)
+	rig.publish(50)
+	// The frozen owner holds pulled, unacked messages.
+	waitFor(t, 5*time.Second, "the frozen owner to pull", func() bool {
+		c, err := rig.js.Consumer(context.Background(), rig.layout.Stream(), rig.layout.ConsumerName(0))
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumAckPending > 0
+	})
+
+	alive := newPartRecorder()
+	sa := rig.set(alive)
+	var took uint64
+	sa.onTakeover = func(_ int, had uint64) { took = had }
+	start := time.Now()
+	sa.Start(0)
+	waitFor(t, 5*time.Second, "the new owner to get all 50", func() bool { return alive.total() == 50 })
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("takeover took %v; ack_wait is 30 s, the point is not to wait for it", d)
+	}
+	if took == 0 {
+		t.Error("the takeover did not see the crashed owner's pending messages")
+	}
+	rig.check(alive)
+}
