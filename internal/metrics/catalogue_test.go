@@ -79,6 +79,10 @@ var catalogue = []declared{
 	{"dws_config_reloads_total", counter, []string{"result"}, nil, "config reloads {result}"},
 	{"dws_recovered_panics_total", counter, []string{"where"}, nil, "recovered panics {where}"},
 	{"dws_build_info", gauge, []string{"version", "go_version"}, nil, "build info"},
+	{"dws_partitions_owned", gauge, nil, nil, ""},
+	{"dws_partition_ownership_changes_total", counter, []string{"reason"}, nil, ""},
+	{"dws_partition_takeover_seconds", histogram, nil, latencyBuckets, ""},
+	{"dws_partition_takeover_pending_total", counter, nil, nil, ""},
 }
 
 // specItems is SPEC §8's "at least" list, item by item.

@@ -51,6 +51,12 @@ type Metrics struct {
 	ConfigReloads       *prometheus.CounterVec // result=ok|rejected
 	RecoveredPanics     *prometheus.CounterVec // where
 	BuildInfo           *prometheus.GaugeVec   // version, go_version
+
+	// Partitioned consumption (SPEC §5).
+	PartitionsOwned          prometheus.Gauge
+	PartitionChanges         *prometheus.CounterVec // reason=acquired|rebalanced|lost|store_unreachable|drained
+	PartitionTakeover        prometheus.Histogram   // consumer recreate on acquire
+	PartitionTakeoverPending prometheus.Counter     // unacked events a previous owner left
 }
 
 // New builds the catalogue in a fresh registry, with the Go and process
@@ -89,6 +95,10 @@ func New() *Metrics {
 	m.ConfigReloads = f.counterVec("config_reloads_total", "SIGHUP reloads by result.", "result")
 	m.RecoveredPanics = f.counterVec("recovered_panics_total", "Panics recovered by safego, by place.", "where")
 	m.BuildInfo = f.gaugeVec("build_info", "Build information; value is always 1.", "version", "go_version")
+	m.PartitionsOwned = f.gauge("partitions_owned", "Event partitions this pod consumes.")
+	m.PartitionChanges = f.counterVec("partition_ownership_changes_total", "Partitions this pod started or stopped consuming, by reason.", "reason")
+	m.PartitionTakeover = f.hist("partition_takeover_seconds", "Time from acquiring a partition to consuming it (consumer recreated at the oldest unacked event).", fastBuckets)
+	m.PartitionTakeoverPending = f.counter("partition_takeover_pending_total", "Events a previous owner had pulled and not acked when this pod took their partition over.")
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
