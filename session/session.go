@@ -39,7 +39,10 @@ type Identity struct {
 	CompanyID string
 	AgentID   string
 	UserID    string
-	// Admin fields (SPEC §3).
+	// Admin fields (SPEC §3). After validation SubscribedCompanyID is the
+	// effective subscription: a token's company_id_restriction, when
+	// present, has been folded into it (see restrict), so filtering agent
+	// events on SubscribedCompanyID alone honours the restriction.
 	AdminID              string
 	SubscribedCompanyID  string
 	SubscribedAgentID    string
@@ -70,7 +73,10 @@ const (
 	ReasonTooOld      = "too_old"
 	ReasonMismatch    = "mismatch"
 	ReasonReplay      = "replay"
-	ReasonAPIKey      = "api_key"
+	// ReasonOutsideRestriction: an admin token whose
+	// subscribed_company_id is not its company_id_restriction.
+	ReasonOutsideRestriction = "outside_restriction"
+	ReasonAPIKey             = "api_key"
 )
 
 // TokenValidator checks tokens (SPEC §3). It may consult a Redis cache:

@@ -121,10 +121,15 @@ func (m *Minter) MintUser(c UserClaims) (string, error) {
 }
 
 // MintAdmin returns an admin token for c, sealed with the admin key. Same
-// rules as MintUser (a jti is added when c has none).
+// rules as MintUser (a jti is added when c has none); claims subscribing to
+// a company outside their CompanyIDRestriction are refused with
+// ErrOutsideRestriction.
 func (m *Minter) MintAdmin(c AdminClaims) (string, error) {
 	if m.admin == nil {
 		return "", ErrNoAdminKey
+	}
+	if c.CompanyIDRestriction != "" && c.SubscribedCompanyID != "" && c.SubscribedCompanyID != c.CompanyIDRestriction {
+		return "", ErrOutsideRestriction
 	}
 	if c.JTI == "" {
 		c.JTI = newJTI()

@@ -173,3 +173,28 @@ func decodeAdminClaims(plain []byte) (Identity, bool) {
 		JTI:                  w.JTI,
 	}, true
 }
+
+// ErrOutsideRestriction is returned by MintAdmin for claims whose
+// subscribed_company_id names a company other than company_id_restriction:
+// the validator would refuse such a token, so it is not minted (a mint
+// endpoint answers it as a bad request).
+var ErrOutsideRestriction = errors.New("token: subscribed_company_id outside company_id_restriction")
+
+// restrict enforces an admin token's company_id_restriction (SPEC §3: it
+// limits the socket to agent events of that company). The reactor filters
+// admin sockets on SubscribedCompanyID alone (empty = every company), so
+// the restriction is folded into it: an empty subscription becomes the
+// restricted company; a subscription to that company stands; one to
+// another company contradicts the restriction and the token is refused
+// (false). Tokens without a restriction are untouched.
+func restrict(id *Identity) bool {
+	r := id.CompanyIDRestriction
+	switch {
+	case r == "" || id.SubscribedCompanyID == r:
+		return true
+	case id.SubscribedCompanyID == "":
+		id.SubscribedCompanyID = r
+		return true
+	}
+	return false
+}

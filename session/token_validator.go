@@ -50,7 +50,8 @@ type ValidatorOptions struct {
 // Checks run in this order, the first failure deciding the reason:
 // missing → malformed (base64, length) → undecryptable (GCM) → malformed
 // (JSON, required fields) → expired → not_yet_valid → too_old → mismatch
-// (user tokens: company/agent/user vs the path) → replay. The replay check
+// (user tokens: company/agent/user vs the path) or outside_restriction
+// (admin tokens) → replay. The replay check
 // runs last so a token refused for another reason does not burn its jti.
 //
 // The cache saves the decrypt and parse only: on a hit the time checks and
@@ -126,6 +127,10 @@ var (
 	errTokenTooOld      = invalidToken(ReasonTooOld)
 	errTokenMismatch    = invalidToken(ReasonMismatch)
 	errTokenReplay      = invalidToken(ReasonReplay)
+	// errTokenRestriction names the contradiction in its message: the
+	// token is genuine, its claims are not coherent.
+	errTokenRestriction = codec.NewError(codec.CodeInvalidToken,
+		"subscribed_company_id outside company_id_restriction").WithDetails(ReasonOutsideRestriction)
 	// errReplayStore fails closed: with replay protection on, a token
 	// whose jti cannot be checked is not let through.
 	errReplayStore = codec.NewError(codec.CodeServiceUnavailable, "token replay store unavailable")
@@ -160,11 +165,20 @@ func (v *Validator) ValidateUser(ctx context.Context, token, company, agent, use
 }
 
 // ValidateAdmin checks an admin token against the admin key. Failures as
-// ValidateUser (there is no path binding).
+// ValidateUser (there is no path binding), plus InvalidToken
+// ReasonOutsideRestriction for a subscription outside the token's
+// company_id_restriction. The returned SubscribedCompanyID is the effective
+// subscription, the restriction folded in (restrict).
 func (v *Validator) ValidateAdmin(ctx context.Context, token string) (Identity, *codec.Error) {
 	id, st, err := v.open(ctx, KindAdmin, token)
 	if err != nil {
 		return Identity{}, err
+	}
+	// On cache hits too: an entry another pod cached (an older build
+	// during a rollout) may not have the restriction folded in. Before
+	// the replay check, so a refused token does not burn its jti.
+	if !restrict(&id) {
+		return Identity{}, errTokenRestriction
 	}
 	if err := v.finish(ctx, &id, st); err != nil {
 		return Identity{}, err

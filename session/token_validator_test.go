@@ -490,3 +490,124 @@ func TestValidate_ErrorsNeverContainTheToken(t *testing.T) {
 		}
 	}
 }
+
+// Issue 9 finding 8: company_id_restriction was parsed and ignored. The
+// validator folds it into SubscribedCompanyID — what the reactor filters
+// admin sockets on (reactor/conn.go: empty = every company) — so a
+// restricted admin with no subscription receives only its company's agent
+// events, and a subscription outside the restriction is refused.
+func TestValidateAdmin_CompanyIDRestriction(t *testing.T) {
+	f := newTokenFixture(t)
+	aead, err := newAEAD(f.adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sealAdmin bypasses MintAdmin, which refuses contradictory claims.
+	sealAdmin := func(sub, restriction string) string {
+		return seal(aead, []byte(`{"admin_id":"ops","expires_at":"2030-06-01T13:00:00Z","subscribed_company_id":"`+
+			sub+`","company_id_restriction":"`+restriction+`"}`))
+	}
+	tests := []struct {
+		name, sub, restriction string
+		wantSub                string // effective subscription
+		reason                 string
+	}{
+		{name: "restriction, no subscription: only the restricted company", restriction: "C1", wantSub: "C1"},
+		{name: "restriction and the same subscription", sub: "C1", restriction: "C1", wantSub: "C1"},
+		{name: "subscription outside the restriction refused", sub: "C2", restriction: "C1", reason: ReasonOutsideRestriction},
+		{name: "ids are case-sensitive", sub: "c1", restriction: "C1", reason: ReasonOutsideRestriction},
+		{name: "no restriction, no subscription: every company", wantSub: ""},
+		{name: "no restriction, a subscription stands", sub: "C2", wantSub: "C2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Fresh validator and cache per case; the second call is
+			// served from the cache and must agree with the first.
+			cache := newRecordingCache(t, f.clock)
+			v := f.validator(t, ValidatorOptions{Cache: cache, CacheTTL: time.Minute})
+			tok := sealAdmin(tt.sub, tt.restriction)
+			for range 2 {
+				id, err := v.ValidateAdmin(t.Context(), tok)
+				if tt.reason != "" {
+					if err == nil || err.Code != codec.CodeInvalidToken || err.Details != tt.reason ||
+						err.Message != "subscribed_company_id outside company_id_restriction" {
+						t.Fatalf("got %v, %+v; want InvalidToken %s", err, id, tt.reason)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if id.SubscribedCompanyID != tt.wantSub || id.CompanyIDRestriction != tt.restriction {
+					t.Fatalf("subscribed %q restriction %q; want %q and %q",
+						id.SubscribedCompanyID, id.CompanyIDRestriction, tt.wantSub, tt.restriction)
+				}
+				// The reactor's admin filter (reactor/conn.go, empty =
+				// all): C1's agent events only.
+				sees := func(company string) bool {
+					return id.SubscribedCompanyID == "" || id.SubscribedCompanyID == company
+				}
+				if tt.restriction != "" && (!sees(tt.restriction) || sees("C2") || sees("C3")) {
+					t.Fatalf("restricted to %s, subscription %q sees other companies", tt.restriction, id.SubscribedCompanyID)
+				}
+			}
+			if tt.reason == "" && cache.hits.Load() != 1 {
+				t.Fatalf("cache hits = %d, want the second call from the cache", cache.hits.Load())
+			}
+		})
+	}
+}
+
+// An entry another pod put in the shared cache without folding the
+// restriction in (an older build during a rollout) is still restricted.
+func TestValidateAdmin_CompanyIDRestriction_AppliedToCacheHits(t *testing.T) {
+	f := newTokenFixture(t)
+	cache := newRecordingCache(t, f.clock)
+	v := f.validator(t, ValidatorOptions{Cache: cache, CacheTTL: time.Minute})
+	for _, tc := range []struct{ sub, wantSub, reason string }{{"", "C1", ""}, {"C2", "", ReasonOutsideRestriction}} {
+		tok := f.mintAdmin(t, AdminClaims{AdminID: "ops", ExpiresAt: tokenEpoch.Add(time.Hour), CompanyIDRestriction: "C1"})
+		stale := Identity{Kind: KindAdmin, AdminID: "ops", SubscribedCompanyID: tc.sub, CompanyIDRestriction: "C1",
+			ExpiresAt: tokenEpoch.Add(time.Hour)}
+		cache.MemoryTokenCache.Put(t.Context(), sha256.Sum256([]byte(tok)), stale, time.Minute)
+		hits := cache.hits.Load()
+		id, err := v.ValidateAdmin(t.Context(), tok)
+		if cache.hits.Load() != hits+1 {
+			t.Fatal("not served from the cache")
+		}
+		if tc.reason != "" {
+			if err == nil || err.Details != tc.reason {
+				t.Fatalf("cached %q: got %v, want %s", tc.sub, err, tc.reason)
+			}
+			continue
+		}
+		if err != nil || id.SubscribedCompanyID != tc.wantSub {
+			t.Fatalf("cached %q: subscribed %q, %v; want %q", tc.sub, id.SubscribedCompanyID, err, tc.wantSub)
+		}
+	}
+}
+
+// A refusal for the restriction does not spend the token's jti (the replay
+// check runs last), and MintAdmin will not produce such a token at all.
+func TestValidateAdmin_CompanyIDRestriction_RefusalBurnsNoJTIAndIsNotMinted(t *testing.T) {
+	f := newTokenFixture(t)
+	_, err := f.minter.MintAdmin(AdminClaims{AdminID: "ops", ExpiresAt: tokenEpoch.Add(time.Hour),
+		SubscribedCompanyID: "C2", CompanyIDRestriction: "C1"})
+	if !errors.Is(err, ErrOutsideRestriction) {
+		t.Fatalf("MintAdmin: err = %v, want ErrOutsideRestriction", err)
+	}
+	replay := NewMemoryReplayGuard()
+	replay.now = f.clock.Now
+	v := f.validator(t, ValidatorOptions{RejectReplay: true, Replay: replay})
+	aead, err := newAEAD(f.adminKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := seal(aead, []byte(`{"admin_id":"ops","expires_at":"2030-06-01T13:00:00Z","subscribed_company_id":"C2","company_id_restriction":"C1","jti":"j-r"}`))
+	_, e := v.ValidateAdmin(t.Context(), bad)
+	if e == nil || e.Details != ReasonOutsideRestriction {
+		t.Fatalf("got %v, want %s", e, ReasonOutsideRestriction)
+	}
+	if replay.Len() != 0 {
+		t.Fatal("a refused token spent its jti")
+	}
+}
