@@ -180,6 +180,12 @@ type RedisStore struct {
 	jobs   []job                  // background releases, see worker
 	jobSig chan struct{}          // cap 1
 
+	// beforeRouteRemove is a test seam: when set (before Start, in tests
+	// only) it is called with a route key once a ZREM of this pod's member
+	// is decided — the entry's io lock held, the member still in Redis —
+	// and before the ZREM is sent, so a test can hold a removal in flight.
+	beforeRouteRemove func(key string)
+
 	life    sync.Mutex // guards cancel, started, closed
 	cancel  context.CancelFunc
 	started bool

@@ -27,16 +27,25 @@ type redisRoutes RedisStore
 
 // routeEntry is this pod's membership of one route.
 type routeEntry struct {
-	io         sync.Mutex // serializes this pod's writes to the member
-	refs       int        // local sockets on the route
-	inRedis    bool       // our member was written (and not removed since)
-	dirty      bool       // joined while Redis was down: not yet written
-	assertedAt time.Time  // last successful ZADD
+	io      sync.Mutex // serializes this pod's writes to the member
+	refs    int        // local sockets on the route
+	inRedis bool       // our member was written (and not removed since)
+	dirty   bool       // joined while Redis was down: not yet written
+	// removing: a ZREM of our member is decided or in flight (set under
+	// s.mu with io held; cleared just before io is released). inRedis
+	// still reads true until the ZREM's reply is applied, so without this
+	// a Join racing the removal would trust inRedis, skip the write and
+	// leave a connected socket's route unregistered until the next
+	// refresh (issue 9 finding 5).
+	removing   bool
+	assertedAt time.Time // last successful ZADD
 }
 
 // Join implements Routes: the first local socket on a route registers
 // this pod before Join returns (one round trip, routeAssertScript); later
-// sockets on the route cost nothing.
+// sockets on the route cost nothing. A Join that finds the member being
+// removed (the previous last socket's Leave) waits for the removal under
+// the entry's io lock and writes the member again.
 func (r *redisRoutes) Join(ctx context.Context, rt Route) error {
 	s := (*RedisStore)(r)
 	key := s.keys.route(rt)
@@ -47,7 +56,7 @@ func (r *redisRoutes) Join(ctx context.Context, rt Route) error {
 		s.routes[key] = e
 	}
 	e.refs++
-	need := !e.inRedis || e.dirty
+	need := !e.inRedis || e.dirty || e.removing
 	s.mu.Unlock()
 	if !need {
 		return nil
@@ -58,6 +67,8 @@ func (r *redisRoutes) Join(ctx context.Context, rt Route) error {
 	}
 	e.io.Lock()
 	defer e.io.Unlock()
+	// Under io no removal is in flight: its reply, if it came, has been
+	// applied (inRedis false), so this re-check is exact.
 	s.mu.Lock()
 	need = (!e.inRedis || e.dirty) && e.refs > 0
 	s.mu.Unlock()
@@ -294,6 +305,9 @@ func (s *RedisStore) prepRoute(key string, op routeOp, block bool) (b batchOp, o
 	case routeSweep:
 		send = true
 	}
+	if send && op != routeReassert {
+		e.removing = true
+	}
 	s.mu.Unlock()
 	if !send {
 		e.io.Unlock()
@@ -315,6 +329,9 @@ func (s *RedisStore) prepRoute(key string, op routeOp, block bool) (b batchOp, o
 			unlock: e.io.Unlock,
 		}, true, false
 	}
+	if h := s.beforeRouteRemove; h != nil {
+		h(key)
+	}
 	return batchOp{
 		fill: func(p redis.Pipeliner) redis.Cmder {
 			return p.ZRem(context.Background(), key, s.opt.PodID)
@@ -330,7 +347,15 @@ func (s *RedisStore) prepRoute(key string, op routeOp, block bool) (b batchOp, o
 			}
 			s.mu.Unlock()
 		},
-		unlock: e.io.Unlock,
+		// unlock runs whether or not done did (an outage skips it), so
+		// removing never outlives the io lock: a Join waiting on io then
+		// re-checks inRedis, and one arriving later trusts inRedis again.
+		unlock: func() {
+			s.mu.Lock()
+			e.removing = false
+			s.mu.Unlock()
+			e.io.Unlock()
+		},
 	}, true, false
 }
 

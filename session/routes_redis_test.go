@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -171,4 +172,96 @@ func TestHandshake_LockAndRoute_AtMostTwoRoundTrips(t *testing.T) {
 		t.Fatalf("later handshake: %s, want 1 round trip", hook)
 	}
 	t.Logf("later handshake: %s", hook)
+}
+
+// Issue 9 finding 5: a Join racing the previous last socket's Leave. The
+// Leave's ZREM is decided and held in flight (test seam); a Join arrives
+// meanwhile, then the ZREM completes. The member must be in Redis once
+// both are done — the old Join trusted inRedis (still true while the ZREM
+// was in flight), skipped the write, and the socket's route stayed
+// unregistered until the next refresh. The refresher is slowed to a minute
+// so it cannot repair the member behind the test's back.
+func TestRoutes_JoinDuringInFlightLeave_MemberStaysRegistered(t *testing.T) {
+	t.Parallel()
+	c := sharedRedis(t)
+	prefix := testPrefix(t, c)
+	opt := fastOptions("pod-a", prefix)
+	opt.RefreshInterval = time.Minute
+	s := NewRedisStore(c, opt)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s.beforeRouteRemove = func(string) {
+		once.Do(func() {
+			close(entered)
+			<-release
+		})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer ccancel()
+		_ = s.Close(cctx)
+		cancel()
+	})
+
+	chats := Route{Kind: RouteChats, Company: "acme", Agent: "a1"}
+	key := prefix + "route:acme:a1:chats"
+	if err := s.Routes().Join(ctx, chats); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ZScore(ctx, key, "pod-a").Err(); err != nil {
+		t.Fatalf("member after the first Join: %v", err)
+	}
+	s.Routes().Leave(chats)
+	select {
+	case <-entered: // the ZREM is decided and held
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("the Leave's ZREM never started")
+	}
+	joined := make(chan error, 1)
+	go func() { joined <- s.Routes().Join(ctx, chats) }()
+	// Release only once the Join has counted its socket (it may also
+	// have returned already: that is the old, racy behaviour).
+	refs := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if e := s.routes[key]; e != nil {
+			return e.refs
+		}
+		return 0
+	}
+	eventually(t, 10*time.Second, "the second Join counted its socket", func() bool { return refs() == 1 })
+	close(release)
+	select {
+	case err := <-joined:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the second Join never returned")
+	}
+	// Wait until the removal's batch is fully applied: the worker holds
+	// the entry's io lock until then.
+	s.mu.Lock()
+	e := s.routes[key]
+	s.mu.Unlock()
+	if e == nil {
+		t.Fatal("entry dropped with a socket on the route")
+	}
+	e.io.Lock()
+	e.io.Unlock() //nolint:staticcheck // a barrier, not a critical section
+	if err := c.ZScore(ctx, key, "pod-a").Err(); err != nil {
+		t.Fatalf("pod-a's member is missing from %s with a socket on the route: %v", key, err)
+	}
+	s.mu.Lock()
+	inRedis, removing := e.inRedis, e.removing
+	s.mu.Unlock()
+	if !inRedis || removing {
+		t.Fatalf("entry state inRedis=%v removing=%v, want true, false", inRedis, removing)
+	}
 }
