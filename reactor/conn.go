@@ -54,16 +54,17 @@ type conn struct {
 	// unless one is in progress, so idle sockets do not carry it.
 	frag *reassembly
 
-	limiter   *rate.Limiter // allocated on the first data frame
+	limiter   *rate.Limiter // allocated on the first frame
 	overLimit uint16        // consecutive over-limit frames
 	selectSeq uint32        // latest select_chat, to drop stale completions
 }
 
 // reassembly holds a fragmented message until its final frame.
 type reassembly struct {
-	buf  []byte
-	op   byte // the first frame's opcode
-	utf8 codec.UTF8Validator
+	buf     []byte
+	op      byte // the first frame's opcode
+	limited bool // a fragment was over the rate: drop the message at its end
+	utf8    codec.UTF8Validator
 }
 
 // since returns how long ago the socket's clock started.

@@ -10,45 +10,66 @@ import (
 // Deliver is the delivery port the bridge uses: it encodes payload once as
 // a json.v1 event frame (server frames are unmasked, so the same bytes serve
 // every socket) and queues it to every local socket on r. For RouteAdmin,
-// r.Company/r.Agent are matched against each admin's subscription. It
-// returns how many local sockets sit on the route. Safe for concurrent use;
-// never blocks on a socket. Calls for one route keep their order.
+// r.Company/r.Agent are matched against each admin's subscription. Safe for
+// concurrent use; never blocks on a socket or a loop. Calls for one route
+// keep their order.
+//
+// It returns the number of local sockets the frame was handed to: the open
+// sockets on r (admins: whose subscription matches) on loops that took the
+// event. Sockets of a loop that is gone are not counted and their frames are
+// counted in dws_drops_total{reason="loop_closed"}. The rings are filled on
+// the loops, after Deliver returns; a socket that turns out to be closing,
+// or whose ring is full, drops the frame and counts it there
+// (reason="socket_closing" or "slow_consumer"), so every frame Deliver
+// reports is either written or counted as dropped.
 func (s *Server) Deliver(r session.Route, payload []byte, m Meta) int {
-	key := r
-	if r.Kind == session.RouteAdmin {
-		key = session.Route{Kind: session.RouteAdmin}
-	}
-	var scratch [8]int
-	idx, total := s.index.loopsFor(key, scratch[:0])
+	var scratch [8]loopCount
+	per, total := s.index.socketsFor(r, scratch[:0])
 	if total == 0 {
 		return 0
 	}
 	frame := codec.EventFrame(payload)
 	loops := *s.loops.Load()
-	for _, li := range idx {
-		if li < len(loops) {
-			loops[li].post(task{route: r, frame: frame, meta: m})
+	for _, lc := range per {
+		if lc.loop >= len(loops) {
+			// The index never names a loop it has not seen; if it did, the
+			// frames would vanish, so count them.
+			s.mx.dropLoop.Add(float64(lc.n))
+			total -= int(lc.n)
+			continue
+		}
+		if !loops[lc.loop].post(task{route: r, frame: frame, meta: m, sockets: lc.n}) {
+			total -= int(lc.n) // counted by post
 		}
 	}
 	return total
 }
 
-// deliver queues one event to this loop's sockets on its route. On loop.
+// deliver queues one event to this loop's sockets on its route. Sockets
+// Deliver counted that are closing, or have left the route since, drop the
+// frame with reason socket_closing. On loop.
 func (l *loop) deliver(t *task) {
-	key := t.route
-	if key.Kind == session.RouteAdmin {
-		key = session.Route{Kind: session.RouteAdmin}
-	}
-	n := 0
 	lim := l.srv.limits()
-	set := l.members[key]
-	if set == nil {
-		return
-	}
-	for _, c := range set.conns {
-		if c.state == stOpen && c.wants(t.route) && l.push(c, t.frame, lim) {
-			n++
+	n, seen, closing := 0, 0, 0
+	if set := l.members[memberKey(t.route)]; set != nil {
+		for _, c := range set.conns {
+			if !c.wants(t.route) {
+				continue
+			}
+			seen++
+			switch {
+			case c.state != stOpen:
+				closing++
+			case l.push(c, t.frame, lim):
+				n++
+			}
 		}
+	}
+	if gone := int(t.sockets) - seen; gone > 0 {
+		closing += gone
+	}
+	if closing > 0 {
+		l.srv.mx.dropClosing.Add(float64(closing))
 	}
 	if n > 0 {
 		if t.meta.Forwarded {
@@ -62,19 +83,54 @@ func (l *loop) deliver(t *task) {
 	}
 }
 
-// push appends frame to c's ring unless the ring is over its caps, in
-// which case c is a slow consumer: the frame is dropped for c and counted
-// (SPEC §6), and the grace clock starts. On loop.
+// fits reports whether a frame of size bytes fits c's outbound budget: the
+// ring's message and byte caps, counting what gnet still holds for c (its
+// buffer grows without limit otherwise; DESIGN pitfalls).
+func fits(c *conn, size int, lim *Limits) bool {
+	return len(c.ring) < lim.OutboundRingMessages &&
+		c.ringBytes+c.gc.OutboundBuffered()+size <= lim.OutboundRingBytes
+}
+
+// push appends an event frame to c's ring unless the ring is over its
+// caps, in which case c is a slow consumer: the frame is dropped for c and
+// counted (SPEC §6), and the grace clock starts. On loop.
 func (l *loop) push(c *conn, frame []byte, lim *Limits) bool {
-	if len(c.ring) >= lim.OutboundRingMessages ||
-		c.ringBytes+c.gc.OutboundBuffered()+len(frame) > lim.OutboundRingBytes {
+	if !fits(c, len(frame), lim) {
 		l.srv.mx.dropSlow.Inc()
-		if c.slowSince == 0 {
-			c.slowSince = time.Now().UnixNano()
-		}
-		l.backlog[c] = struct{}{}
+		l.overflow(c)
 		return false
 	}
+	l.enqueue(c, frame)
+	return true
+}
+
+// pushControl queues a pong or an error frame for c. They share the
+// events' budget (SPEC §6): a client that makes the server answer without
+// reading the answers fills its ring and is a slow consumer like any other,
+// and server memory stays within the per-socket caps. A frame over the
+// budget is dropped and counted as control_frame. The caller (or the end of
+// the loop turn) flushes. On loop.
+func (l *loop) pushControl(c *conn, frame []byte, lim *Limits) bool {
+	if !fits(c, len(frame), lim) {
+		l.srv.mx.dropControl.Inc()
+		l.overflow(c)
+		return false
+	}
+	l.enqueue(c, frame)
+	return true
+}
+
+// overflow marks c a slow consumer: the grace clock starts on the first
+// overflow and the backlog tick watches it. On loop.
+func (l *loop) overflow(c *conn) {
+	if c.slowSince == 0 {
+		c.slowSince = time.Now().UnixNano()
+	}
+	l.backlog[c] = struct{}{}
+}
+
+// enqueue appends frame to c's ring by reference and marks c dirty. On loop.
+func (l *loop) enqueue(c *conn, frame []byte) {
 	if len(c.ring) == 0 {
 		if c.ring == nil {
 			c.ring = l.getRing()
@@ -84,7 +140,6 @@ func (l *loop) push(c *conn, frame []byte, lim *Limits) bool {
 	c.ring = append(c.ring, frame)
 	c.ringBytes += len(frame)
 	l.ringBytes += len(frame)
-	return true
 }
 
 // flushDirty writes every socket that got frames this turn, one writev
@@ -143,10 +198,14 @@ func (l *loop) flushFinal(c *conn) {
 	delete(l.backlog, c)
 }
 
-// dropRing forgets c's queued frames (socket closing).
+// dropRing forgets c's queued frames (socket closing) and counts them as
+// dropped with reason socket_closing. On loop.
 func (l *loop) dropRing(c *conn) {
 	if c.ring == nil {
 		return
+	}
+	if len(c.ring) > 0 {
+		l.srv.mx.dropClosing.Add(float64(len(c.ring)))
 	}
 	l.ringBytes -= c.ringBytes
 	c.ringBytes = 0
@@ -209,8 +268,8 @@ func (l *loop) tick(now time.Time) {
 			delete(l.backlog, c)
 			l.dropRing(c)
 			s.m.SlowConsumerCloses.Inc()
-			s.sendError(c, codec.NewError(codec.CodeSlowConsumer, "slow consumer"))
-			s.closeWith(c, codec.CloseSlowConsumer, "slow-consumer")
+			s.closeAfter(c, codec.NewError(codec.CodeSlowConsumer, "slow consumer"),
+				codec.CloseSlowConsumer, "slow-consumer")
 		}
 	}
 	sec := s.seconds(now)
@@ -238,7 +297,9 @@ func (l *loop) tick(now time.Time) {
 			return
 		}
 		c.missed++
-		_, _ = c.gc.Write(pingFrame)
+		// Through the ring: a socket that reads nothing must not grow
+		// gnet's buffer even by a ping per interval.
+		l.pushControl(c, pingFrame, lim)
 		l.wheel.add(c, sec+max(int64(lim.PingInterval/time.Second), 1))
 	})
 	l.flushDirty()

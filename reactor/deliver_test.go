@@ -1,13 +1,17 @@
 package reactor
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/panjf2000/gnet/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dws-gateway/dws/codec"
+	"github.com/dws-gateway/dws/internal/metrics"
 	"github.com/dws-gateway/dws/session"
 )
 
@@ -85,7 +89,7 @@ func TestDeliver_Messages_OnlySelectedChat_AndSwitchMoves(t *testing.T) {
 }
 
 func countOn(p *pod, r session.Route) int {
-	_, n := p.srv.index.loopsFor(r, nil)
+	_, n := p.srv.index.socketsFor(r, nil)
 	return n
 }
 
@@ -95,7 +99,9 @@ func TestDeliver_Admin_FilteredBySubscription(t *testing.T) {
 	acme := dial(t, p.adminURL("adm-acme", "acme", "")).ready()
 	acmeA2 := dial(t, p.adminURL("adm-a2", "acme", "a2")).ready()
 	r := session.Route{Kind: session.RouteAdmin, Company: "acme", Agent: "a1"}
-	p.srv.Deliver(r, []byte(`{"event_id":"g1"}`), Meta{})
+	if n := p.srv.Deliver(r, []byte(`{"event_id":"g1"}`), Meta{}); n != 2 {
+		t.Fatalf("Deliver reported %d admin sockets, want 2", n)
+	}
 	for _, c := range []*client{all, acme} {
 		if m := c.next(3 * time.Second); m["type"] != "event" {
 			t.Fatalf("got %v", m)
@@ -211,4 +217,128 @@ func stringsRepeat(s string, n int) string {
 		b = append(b, s...)
 	}
 	return string(b)
+}
+
+// goneLoop is an event loop whose engine has stopped: Execute fails.
+type goneLoop struct{ gnet.EventLoop }
+
+func (goneLoop) Execute(context.Context, gnet.Runnable) error { return errors.New("engine stopped") }
+
+// heldLoop is an event loop that accepts work but runs it only when the
+// test says so, to act between Deliver and the loop's turn.
+type heldLoop struct {
+	gnet.EventLoop
+	queued []gnet.Runnable
+}
+
+func (h *heldLoop) Execute(_ context.Context, r gnet.Runnable) error {
+	h.queued = append(h.queued, r)
+	return nil
+}
+
+func (h *heldLoop) run() {
+	for _, r := range h.queued {
+		_ = r.Run(context.Background())
+	}
+	h.queued = nil
+}
+
+// unitServer is a Server with one loop on el, not listening: Deliver and
+// the loop's delivery run in the test's goroutine.
+func unitServer(t *testing.T, el gnet.EventLoop) (*Server, *loop, *metrics.Metrics) {
+	t.Helper()
+	m := metrics.New()
+	srv, err := New(Options{Loops: 1, APIKeys: session.NewAPIKeyGuard("", ""), Tokens: nopTokens{},
+		Locker: session.NewMemoryLocker(), Routes: session.NewMemoryRoutes("p"), Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := newLoop(srv, el, 0)
+	srv.loops.Store(&[]*loop{l})
+	return srv, l, m
+}
+
+func openConn(l *loop, r session.Route, it *ident) *conn {
+	c := &conn{gc: &sinkConn{}, lp: l, state: stOpen, ident: it, wheel: -1}
+	l.join(c, r)
+	return c
+}
+
+// Deliver returns what the loops took (issue 9 finding 6): an event for a
+// loop whose engine is gone is not reported as accepted, and is counted.
+func TestDeliver_LoopGone_NotCountedAsAccepted_DroppedLoopClosed(t *testing.T) {
+	srv, l, m := unitServer(t, goneLoop{})
+	openConn(l, chats("acme", "a1"), &ident{company: "acme", agent: "a1"})
+	openConn(l, chats("acme", "a1"), &ident{company: "acme", agent: "a1"})
+	if n := srv.Deliver(chats("acme", "a1"), []byte(`{}`), Meta{RequestID: "r1"}); n != 0 {
+		t.Fatalf("Deliver reported %d sockets on a stopped loop", n)
+	}
+	if d := testutil.ToFloat64(m.Drops.WithLabelValues("loop_closed")); d != 2 {
+		t.Fatalf("loop_closed drops = %.0f, want 2", d)
+	}
+}
+
+// Sockets Deliver counted that are closing, or that left the route before
+// the loop's turn, drop the frame with reason socket_closing.
+func TestDeliver_SocketsClosingOrGone_DroppedSocketClosing(t *testing.T) {
+	el := &heldLoop{}
+	srv, l, m := unitServer(t, el)
+	r := chats("acme", "a1")
+	it := &ident{company: "acme", agent: "a1"}
+	open, closing, leaving := openConn(l, r, it), openConn(l, r, it), openConn(l, r, it)
+	if n := srv.Deliver(r, []byte(`{}`), Meta{}); n != 3 {
+		t.Fatalf("Deliver reported %d, want 3", n)
+	}
+	closing.state = stClosing
+	l.leave(leaving, r)
+	el.run()
+	if d := testutil.ToFloat64(m.Drops.WithLabelValues("socket_closing")); d != 2 {
+		t.Fatalf("socket_closing drops = %.0f, want 2", d)
+	}
+	if got := open.gc.(*sinkConn).written; got == 0 {
+		t.Fatal("the open socket got nothing")
+	}
+	if d := testutil.ToFloat64(m.Deliveries.WithLabelValues("local")); d != 1 {
+		t.Fatalf("deliveries = %.0f, want 1", d)
+	}
+}
+
+// For admin events Deliver counts only the admins whose subscription
+// matches, as the loops will; before issue 9 it counted every admin.
+func TestDeliver_AdminCount_MatchesSubscriptions(t *testing.T) {
+	el := &heldLoop{}
+	srv, l, m := unitServer(t, el)
+	admin := session.Route{Kind: session.RouteAdmin}
+	for _, sub := range [][2]string{{"", ""}, {"acme", ""}, {"acme", "a1"}, {"", "a1"}, {"acme", "a2"}, {"other", ""}, {"", "a2"}} {
+		openConn(l, admin, &ident{subCompany: sub[0], subAgent: sub[1]})
+	}
+	cases := []struct {
+		company, agent string
+		want           int
+	}{
+		{"acme", "a1", 4}, // all, acme, acme/a1, */a1
+		{"acme", "a2", 4}, // all, acme, acme/a2, */a2
+		{"other", "a1", 3},
+		{"nobody", "a9", 1},
+		{"", "", 1},
+	}
+	for _, tc := range cases {
+		r := session.Route{Kind: session.RouteAdmin, Company: tc.company, Agent: tc.agent}
+		if n := srv.Deliver(r, []byte(`{}`), Meta{}); n != tc.want {
+			t.Errorf("admin event %s/%s: Deliver reported %d, want %d", tc.company, tc.agent, n, tc.want)
+		}
+		// The loop reaches exactly the sockets Deliver counted.
+		before := testutil.ToFloat64(m.Deliveries.WithLabelValues("local"))
+		el.run()
+		if reached := int(testutil.ToFloat64(m.Deliveries.WithLabelValues("local")) - before); reached != tc.want {
+			t.Errorf("admin event %s/%s: the loop reached %d sockets, Deliver said %d", tc.company, tc.agent, reached, tc.want)
+		}
+	}
+	// Leaving uncounts under the same key.
+	for _, c := range append([]*conn(nil), l.members[admin].conns...) {
+		l.leave(c, admin)
+	}
+	if n := srv.Deliver(session.Route{Kind: session.RouteAdmin, Company: "acme", Agent: "a1"}, []byte(`{}`), Meta{}); n != 0 {
+		t.Fatalf("Deliver reported %d after every admin left", n)
+	}
 }

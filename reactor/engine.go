@@ -257,11 +257,28 @@ func (s *Server) cleanup(c *conn) {
 
 // closeWith sends a close frame with code and closes the socket. On loop.
 func (s *Server) closeWith(c *conn, code uint16, reason string) {
+	s.closeAfter(c, nil, code, reason)
+}
+
+// closeAfter closes the socket with code, its close frame preceded by the
+// error frame e when e is not nil. Frames already queued on the ring leave
+// first (a close is the last frame, RFC 6455 §5.5.1). The final error and
+// close frames bypass the outbound budget: there is one pair per socket,
+// and they tell the client why it is closed. On loop.
+func (s *Server) closeAfter(c *conn, e *codec.Error, code uint16, reason string) {
 	if c.state >= stClosing {
 		return
 	}
+	if c.state == stOpen {
+		c.lp.flushFinal(c)
+	}
 	c.state = stClosing
-	_, _ = c.gc.Write(codec.AppendCloseFrame(nil, code, reason))
+	var out []byte
+	if e != nil {
+		out = codec.AppendErrorFrame(out, e)
+	}
+	out = codec.AppendCloseFrame(out, code, reason)
+	_, _ = c.gc.Write(out)
 	_ = c.gc.Close()
 	s.m.ProtocolCloses.WithLabelValues(strconv.Itoa(int(code))).Inc()
 }
@@ -388,13 +405,15 @@ func (s *Server) replaced(c *conn) {
 	if c.state != stOpen {
 		return
 	}
-	s.sendError(c, codec.NewError(codec.CodeSessionConflict, "session replaced by a newer connection"))
-	s.closeWith(c, codec.CloseSessionReplaced, "session-replaced")
+	s.closeAfter(c, codec.NewError(codec.CodeSessionConflict, "session replaced by a newer connection"),
+		codec.CloseSessionReplaced, "session-replaced")
 }
 
-// sendError writes an error frame. On loop.
+// sendError queues an error frame on c's ring, within its outbound budget
+// (SPEC §6); a client that does not read its errors becomes a slow
+// consumer. The end of the loop turn flushes it. On loop.
 func (s *Server) sendError(c *conn, e *codec.Error) {
-	_, _ = c.gc.Write(codec.AppendErrorFrame(nil, e))
+	c.lp.pushControl(c, codec.AppendErrorFrame(nil, e), s.limits())
 }
 
 var _ session.Evictor = (*Server)(nil)

@@ -11,10 +11,20 @@ import (
 	"github.com/dws-gateway/dws/session"
 )
 
-// readFrames parses every complete frame in the inbound buffer, in place
+// readFrames parses every complete frame in the inbound buffer, then hands
+// the pongs and error frames it queued to the kernel, one writev per
+// socket. On loop.
+func (s *Server) readFrames(c *conn) {
+	s.parseFrames(c)
+	if l := c.lp; len(l.dirty) > 0 {
+		l.flushDirty()
+	}
+}
+
+// parseFrames handles every complete frame in the inbound buffer, in place
 // (Peek/Discard: the payload is unmasked where it lies). An incomplete frame
 // stays in the buffer for the next read. On loop.
-func (s *Server) readFrames(c *conn) {
+func (s *Server) parseFrames(c *conn) {
 	lim := s.limits()
 	for c.state == stOpen {
 		buf, _ := c.gc.Peek(-1)
@@ -58,13 +68,26 @@ func (s *Server) closeForError(c *conn, err error) {
 
 // onFrame handles one unmasked frame. payload is valid only during the call.
 func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits) {
+	// SPEC §6: every frame counts against the socket's bucket, control
+	// frames and fragments included, so pings cannot flood the loop for
+	// free. A close is honoured whatever the bucket says: it ends the socket.
+	allowed := h.OpCode == ws.OpClose || s.allowFrame(c, lim)
+	if c.state != stOpen {
+		return // closed 4429 by the bucket
+	}
 	switch h.OpCode {
 	case ws.OpPing:
-		// RFC 6455 §5.5.3: a pong carries the ping's application data.
-		_, _ = c.gc.Write(codec.AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload))
+		if allowed {
+			// RFC 6455 §5.5.3: a pong carries the ping's application
+			// data. Queued on the ring like an event, so a client that
+			// pings without reading is a slow consumer, not a leak.
+			c.lp.pushControl(c, pongFrame(payload), lim)
+		}
 		return
 	case ws.OpPong:
-		c.missed = 0
+		if allowed {
+			c.missed = 0
+		}
 		return
 	case ws.OpClose:
 		code, _, err := codec.ParseClosePayload(payload)
@@ -91,6 +114,10 @@ func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits) {
 			s.closeWith(c, codec.CloseMessageTooBig, "message too big")
 			return
 		}
+		// A fragment over the rate drops its whole message, but the
+		// message is still followed to its final frame so the sequence
+		// rules of RFC 6455 §5.4 keep holding.
+		f.limited = f.limited || !allowed
 		f.buf = append(f.buf, payload...)
 		if op == ws.OpText && !f.utf8.Write(payload) {
 			s.closeForError(c, codec.ErrInvalidUTF8)
@@ -104,30 +131,45 @@ func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits) {
 			return
 		}
 		c.frag = nil
-		s.onMessage(c, op, f.buf, lim)
+		if !f.limited {
+			s.onMessage(c, op, f.buf)
+		}
 		return
 	}
 	if !h.Fin {
 		// RFC 6455 §5.4: the first fragment; copy it, the buffer moves on.
-		f := &reassembly{op: byte(op), buf: append(make([]byte, 0, len(payload)*2), payload...)}
+		f := &reassembly{op: byte(op), limited: !allowed, buf: append(make([]byte, 0, len(payload)*2), payload...)}
 		c.frag = f
 		if op == ws.OpText && !f.utf8.Write(payload) {
 			s.closeForError(c, codec.ErrInvalidUTF8)
 		}
 		return
 	}
+	if !allowed {
+		return // answered with RateLimitExceeded; never interpreted
+	}
 	if op == ws.OpText && !codec.ValidUTF8(payload) {
 		s.closeForError(c, codec.ErrInvalidUTF8)
 		return
 	}
-	s.onMessage(c, op, payload, lim)
+	s.onMessage(c, op, payload)
 }
 
-// onMessage handles a complete data message: rate limit, then json.v1.
-func (s *Server) onMessage(c *conn, op ws.OpCode, msg []byte, lim *Limits) {
-	if !s.allowMessage(c, lim) {
-		return
+// emptyPong answers the common empty ping without an allocation; shared by
+// every socket, never modified.
+var emptyPong = codec.AppendFrame(nil, ws.OpPong, nil)
+
+// pongFrame returns the pong for a ping carrying payload. A ping's payload
+// lives in the inbound buffer, so a non-empty pong gets its own copy.
+func pongFrame(payload []byte) []byte {
+	if len(payload) == 0 {
+		return emptyPong
 	}
+	return codec.AppendFrame(make([]byte, 0, 2+len(payload)), ws.OpPong, payload)
+}
+
+// onMessage handles a complete data message within the rate: json.v1.
+func (s *Server) onMessage(c *conn, op ws.OpCode, msg []byte) {
 	if op != ws.OpText {
 		s.sendError(c, codec.NewError(codec.CodeBadRequest, "binary frames are not supported").WithDetails("send json.v1 text frames"))
 		return
@@ -142,9 +184,14 @@ func (s *Server) onMessage(c *conn, op ws.OpCode, msg []byte, lim *Limits) {
 	}
 }
 
-// allowMessage is the per-socket token bucket of SPEC §6: over the rate an
-// error frame, sustained excess a 4429 close.
-func (s *Server) allowMessage(c *conn, lim *Limits) bool {
+// rateLimitedFrame is the RateLimitExceeded error frame, encoded once and
+// shared: a client over its rate must not cost an encode per frame.
+var rateLimitedFrame = codec.AppendErrorFrame(nil, codec.NewError(codec.CodeRateLimitExceeded, "too many frames"))
+
+// allowFrame is the per-socket token bucket of SPEC §6, taken by every
+// inbound frame: over the rate an error frame, sustained excess (
+// RateLimitCloseAfter frames over the rate in a row) a 4429 close.
+func (s *Server) allowFrame(c *conn, lim *Limits) bool {
 	if lim.MessagesPerSecond <= 0 {
 		return true
 	}
@@ -155,14 +202,16 @@ func (s *Server) allowMessage(c *conn, lim *Limits) bool {
 		c.overLimit = 0
 		return true
 	}
-	c.overLimit++
+	if c.overLimit < ^uint16(0) {
+		c.overLimit++
+	}
 	s.m.RateLimitedFrames.Inc()
 	if int(c.overLimit) >= lim.RateLimitCloseAfter {
 		s.m.RateLimitCloses.Inc()
 		s.closeWith(c, codec.CloseRateLimited, "rate limit exceeded")
 		return false
 	}
-	s.sendError(c, codec.NewError(codec.CodeRateLimitExceeded, "too many messages"))
+	c.lp.pushControl(c, rateLimitedFrame, lim)
 	return false
 }
 

@@ -49,19 +49,80 @@ func (x *index) add(r session.Route, li int, d int32) {
 	x.mu.Unlock()
 }
 
-// loopsFor appends to dst the loops holding sockets on r and returns the
-// total number of sockets.
-func (x *index) loopsFor(r session.Route, dst []int) ([]int, int) {
+// loopCount is one loop's share of the sockets an event reaches.
+type loopCount struct {
+	loop int
+	n    int32
+}
+
+// socketsFor appends to dst, per loop, how many sockets an event for r
+// reaches, and returns the total. For RouteAdmin, r.Company/r.Agent are
+// matched against the admins' subscriptions, as conn.wants does.
+func (x *index) socketsFor(r session.Route, dst []loopCount) ([]loopCount, int) {
+	var keys [4]session.Route
+	nk := 1
+	keys[0] = r
+	if r.Kind == session.RouteAdmin {
+		nk = adminKeys(r, &keys)
+	}
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	var counts [4][]int32
+	found := false
+	for k := 0; k < nk; k++ {
+		counts[k] = x.counts[keys[k]]
+		found = found || counts[k] != nil
+	}
+	if !found {
+		return dst, 0
+	}
 	total := 0
-	for i, n := range x.counts[r] {
+	for i := 0; i < x.loops; i++ {
+		var n int32
+		for k := 0; k < nk; k++ {
+			if counts[k] != nil {
+				n += counts[k][i]
+			}
+		}
 		if n > 0 {
-			dst = append(dst, i)
+			dst = append(dst, loopCount{loop: i, n: n})
 			total += int(n)
 		}
 	}
 	return dst, total
+}
+
+// indexKey is the key c is counted under while on r: the route itself,
+// except that an admin socket is counted under its subscription
+// (Route{Kind: RouteAdmin, Company: sub company, Agent: sub agent}, empty =
+// all), so Deliver can tell how many admins an event reaches without
+// walking them.
+func indexKey(c *conn, r session.Route) session.Route {
+	if r.Kind != session.RouteAdmin || c.ident == nil {
+		return r
+	}
+	return session.Route{Kind: session.RouteAdmin, Company: c.ident.subCompany, Agent: c.ident.subAgent}
+}
+
+// adminKeys fills keys with the distinct subscriptions an admin event for
+// r.Company/r.Agent matches (each part either equal or empty = all) and
+// returns how many there are.
+func adminKeys(r session.Route, keys *[4]session.Route) int {
+	n := 0
+	for _, c := range [2]string{r.Company, ""} {
+		for _, a := range [2]string{r.Agent, ""} {
+			k := session.Route{Kind: session.RouteAdmin, Company: c, Agent: a}
+			dup := false
+			for i := 0; i < n; i++ {
+				dup = dup || keys[i] == k
+			}
+			if !dup {
+				keys[n] = k
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // claim makes c the owner of key and returns the previous owner, if any.

@@ -5,8 +5,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dws-gateway/dws/session"
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/dws-gateway/dws/internal/logx"
+	"github.com/dws-gateway/dws/session"
 )
 
 // loop is dws's state for one gnet event loop. Fields below mu are shared
@@ -48,6 +50,9 @@ type task struct {
 	frame []byte
 	meta  Meta
 	fn    func()
+	// sockets is how many of the loop's sockets Deliver counted for the
+	// frame: those the loop does not reach are counted as dropped.
+	sockets int32
 }
 
 func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
@@ -65,7 +70,10 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 }
 
 // post queues t and makes sure one Execute will drain the inbox. Safe for
-// concurrent use. It reports false when the engine is gone.
+// concurrent use. It reports false when the engine is gone: then the whole
+// inbox is thrown away (tasks other callers queued behind the failed
+// Execute too), and every event in it is counted as dropped with reason
+// loop_closed and logged with its request id.
 func (l *loop) post(t task) bool {
 	l.mu.Lock()
 	l.inbox = append(l.inbox, t)
@@ -77,12 +85,27 @@ func (l *loop) post(t task) bool {
 	}
 	if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
 		l.mu.Lock()
+		lost := l.inbox
+		l.inbox = nil
 		l.scheduled = false
-		l.inbox = l.inbox[:0]
 		l.mu.Unlock()
+		l.discard(lost, err)
 		return false
 	}
 	return true
+}
+
+// discard counts and logs the events of an inbox that will never run.
+func (l *loop) discard(lost []task, err error) {
+	for i := range lost {
+		t := &lost[i]
+		if t.fn == nil && t.sockets > 0 {
+			l.srv.mx.dropLoop.Add(float64(t.sockets))
+			logx.L().Warn("event dropped: event loop gone", "request_id", t.meta.RequestID,
+				"sockets", t.sockets, "loop", l.idx, "err", err.Error())
+		}
+		*t = task{}
+	}
 }
 
 // exec runs fn on the loop. Safe for concurrent use.
@@ -136,7 +159,7 @@ func (l *loop) join(c *conn, r session.Route) {
 	}
 	c.pos[slot(r)] = int32(len(set.conns))
 	set.conns = append(set.conns, c)
-	l.srv.index.add(r, l.idx, 1)
+	l.srv.index.add(indexKey(c, r), l.idx, 1)
 }
 
 // leave removes c from the loop's members of r.
@@ -157,5 +180,14 @@ func (l *loop) leave(c *conn, r session.Route) {
 	if len(set.conns) == 0 {
 		delete(l.members, r)
 	}
-	l.srv.index.add(r, l.idx, -1)
+	l.srv.index.add(indexKey(c, r), l.idx, -1)
+}
+
+// memberKey is the loop's member list an event for r walks: every admin
+// socket sits on one list, filtered by subscription at delivery.
+func memberKey(r session.Route) session.Route {
+	if r.Kind == session.RouteAdmin {
+		return session.Route{Kind: session.RouteAdmin}
+	}
+	return r
 }

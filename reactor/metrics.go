@@ -17,6 +17,8 @@ type connMetrics struct {
 	fwdDeliver    prometheus.Counter
 	dropSlow      prometheus.Counter
 	dropClosing   prometheus.Counter
+	dropControl   prometheus.Counter
+	dropLoop      prometheus.Counter
 	ringBytes     prometheus.Gauge
 	fanoutLatency prometheus.Observer
 }
@@ -32,6 +34,8 @@ func newConnMetrics(m *metrics.Metrics) connMetrics {
 	x.fwdDeliver = m.Deliveries.WithLabelValues("forwarded")
 	x.dropSlow = m.Drops.WithLabelValues("slow_consumer")
 	x.dropClosing = m.Drops.WithLabelValues("socket_closing")
+	x.dropControl = m.Drops.WithLabelValues("control_frame")
+	x.dropLoop = m.Drops.WithLabelValues("loop_closed")
 	x.ringBytes = m.OutboundRingBytes
 	x.fanoutLatency = m.FanoutLatency
 	return x
