@@ -5,6 +5,8 @@ import (
 	"net"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 	"unique"
 
 	"github.com/dws-gateway/dws/codec"
@@ -20,8 +22,8 @@ const pathHealthz = "/healthz"
 // (InternalServerError) and its status (503) although the table says 500.
 var errDraining = codec.NewError(codec.CodeInternalServerError, "draining").WithDetails("this pod is shutting down; reconnect to another")
 
-// maxIDLen bounds company/agent ids from the path: they become parts of
-// NATS subjects and Redis keys.
+// maxIDLen bounds ids from the path and the query: they become parts of
+// NATS subjects (company, agent) and Redis keys (all of them).
 const maxIDLen = 128
 
 // handshakeReq is what the loop learned from the request head and hands to
@@ -127,8 +129,12 @@ func (s *Server) checkRequest(c *conn, req *codec.Request) (*handshakeReq, *code
 	}
 	if hs.kind == session.KindUser {
 		hs.user = req.Query("user")
-		if hs.user == "" || !validID(hs.user) {
+		if hs.user == "" {
 			return hs, codec.NewError(codec.CodeBadRequest, "user query parameter is required")
+		}
+		if !validUserID(hs.user) {
+			return hs, codec.NewError(codec.CodeBadRequest, "invalid user id").
+				WithDetails("up to 128 bytes of printable characters, no spaces")
 		}
 	}
 	// Step 6: per-IP handshake rate.
@@ -254,6 +260,10 @@ func (s *Server) reject(c *conn, kind session.Kind, e *codec.Error) {
 // seconds is the timer-wheel clock: whole seconds since the server started.
 func (s *Server) seconds(t time.Time) int64 { return int64(t.Sub(s.epoch)/time.Second) + 1 }
 
+// validID accepts a company or agent id. Both become tokens of NATS
+// subjects (websocket.{C}.{A}...) and parts of Redis keys, so the subject
+// separators and wildcards ('.', '*', '>'), the key separator ':', '/',
+// spaces and control bytes are refused.
 func validID(id string) bool {
 	if id == "" || len(id) > maxIDLen {
 		return false
@@ -267,13 +277,96 @@ func validID(id string) bool {
 	return true
 }
 
+// validUserID accepts a user id: up to maxIDLen bytes of valid UTF-8,
+// printable and without spaces, so e-mail addresses ("ann.lee@example.com")
+// and ids with ':' pass. A user id never reaches a NATS subject, and in the
+// session key "{C}:{A}:{U}" it is the last part after a company and agent
+// that cannot hold ':', so a ':' in it cannot be mistaken for a separator.
+func validUserID(id string) bool {
+	if id == "" || len(id) > maxIDLen || !utf8.ValidString(id) {
+		return false
+	}
+	for _, r := range id {
+		if r == ' ' || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// originAllowed reports whether origin matches an entry of allowed
+// (websocket.allowed_origins): "*" matches any origin; an entry whose host
+// starts with "*." ("https://*.example.com") matches exactly one DNS label
+// in that place, with the same scheme and port; any other entry matches
+// the origin exactly, ignoring case.
 func originAllowed(allowed []string, origin string) bool {
 	for _, a := range allowed {
+		if strings.Contains(a, "://*.") {
+			if wildcardOriginMatch(a, origin) {
+				return true
+			}
+			continue
+		}
 		if a == "*" || strings.EqualFold(a, origin) {
 			return true
 		}
 	}
 	return false
+}
+
+// wildcardOriginMatch matches origin against a "scheme://*.suffix[:port]"
+// pattern: same scheme, same port (an absent port is the scheme's default),
+// and a host that is one non-empty label followed by the suffix.
+func wildcardOriginMatch(pattern, origin string) bool {
+	ps, ph, pp, ok := splitOrigin(pattern)
+	if !ok || !strings.HasPrefix(ph, "*.") {
+		return false
+	}
+	osc, oh, op, ok := splitOrigin(origin)
+	if !ok || !strings.EqualFold(ps, osc) || pp != op {
+		return false
+	}
+	suffix := ph[1:] // ".example.com"
+	if len(oh) <= len(suffix) || !strings.EqualFold(oh[len(oh)-len(suffix):], suffix) {
+		return false
+	}
+	label := oh[:len(oh)-len(suffix)]
+	return !strings.ContainsAny(label, ".*[]")
+}
+
+// splitOrigin splits a serialised origin "scheme://host[:port]" (RFC 6454
+// §6.2: no path, no user info). An absent port is reported as the scheme's
+// default, so "https://a.example.com" and "https://a.example.com:443" are
+// the same origin.
+func splitOrigin(s string) (scheme, host, port string, ok bool) {
+	scheme, rest, found := strings.Cut(s, "://")
+	if !found || scheme == "" || rest == "" || strings.ContainsAny(rest, "/?#@\\ ") {
+		return "", "", "", false
+	}
+	host = rest
+	if i := strings.LastIndexByte(rest, ':'); i >= 0 && !strings.HasSuffix(rest, "]") {
+		host, port = rest[:i], rest[i+1:]
+		if port == "" {
+			return "", "", "", false
+		}
+		for j := 0; j < len(port); j++ {
+			if port[j] < '0' || port[j] > '9' {
+				return "", "", "", false
+			}
+		}
+	}
+	if host == "" {
+		return "", "", "", false
+	}
+	if port == "" {
+		switch strings.ToLower(scheme) {
+		case "https", "wss":
+			port = "443"
+		case "http", "ws":
+			port = "80"
+		}
+	}
+	return scheme, host, port, true
 }
 
 func remoteIP(c *conn) string {

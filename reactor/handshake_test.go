@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -166,4 +167,136 @@ func TestHandshake_SilentClient_ClosedAtTimeout(t *testing.T) {
 func TestHandshake_Admin_GetsReady(t *testing.T) {
 	p := startPod(t, nil)
 	dial(t, p.adminURL("adm1", "", "")).ready()
+}
+
+func TestOriginAllowed_Table(t *testing.T) {
+	allowed := []string{"https://App.Example.org", "https://*.example.com", "http://*.dev.test:8080"}
+	cases := []struct {
+		origin string
+		want   bool
+	}{
+		{"https://app.example.org", true}, // plain entries ignore case
+		{"https://app.example.org:8443", false},
+		{"https://a.example.com", true},
+		{"https://A-1.Example.COM", true},
+		{"https://a.example.com:443", true}, // the default port is the same origin
+		{"https://a.b.example.com", false},  // exactly one label
+		{"https://example.com", false},
+		{"https://.example.com", false},
+		{"https://aexample.com", false},
+		{"http://a.example.com", false}, // scheme must match
+		{"https://a.example.com:8443", false},
+		{"https://a.example.com.evil.net", false},
+		{"https://evil.net/.example.com", false},
+		{"https://user@a.example.com", false},
+		{"https://*.example.com", false},
+		{"http://x.dev.test:8080", true},
+		{"http://x.dev.test", false}, // port must match
+		{"http://x.dev.test:80", false},
+		{"null", false},
+		{"", false},
+	}
+	for _, tc := range cases {
+		if got := originAllowed(allowed, tc.origin); got != tc.want {
+			t.Errorf("originAllowed(%q) = %v, want %v", tc.origin, got, tc.want)
+		}
+	}
+	if !originAllowed([]string{"*"}, "https://anything.example") {
+		t.Error(`"*" does not allow any origin`)
+	}
+}
+
+func TestValidUserID_Table(t *testing.T) {
+	cases := []struct {
+		id   string
+		want bool
+	}{
+		{"u1", true},
+		{"ann.lee@example.com", true},
+		{"tenant:ann", true},
+		{"a*b>c/d", true},
+		{"jürgen", true},
+		{strings.Repeat("u", maxIDLen), true},
+		{strings.Repeat("u", maxIDLen+1), false},
+		{"", false},
+		{"ann lee", false},
+		{"ann\tlee", false},
+		{"ann\x00", false},
+		{"ann\x7f", false},
+		{"ann\u00a0lee", false}, // no-break space is a space
+		{"ann\u200blee", false}, // zero-width space is not printable
+		{"\xff\xfe", false},     // not UTF-8
+	}
+	for _, tc := range cases {
+		if got := validUserID(tc.id); got != tc.want {
+			t.Errorf("validUserID(%q) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+}
+
+// Company and agent ids become NATS subject tokens: separators and
+// wildcards stay refused.
+func TestValidID_CompanyAgent_Table(t *testing.T) {
+	cases := []struct {
+		id   string
+		want bool
+	}{
+		{"acme", true},
+		{"acme-1_x", true},
+		{"ac.me", false},
+		{"ac*", false},
+		{"a>", false},
+		{"a:b", false},
+		{"a/b", false},
+		{"a b", false},
+		{"", false},
+		{strings.Repeat("a", maxIDLen+1), false},
+	}
+	for _, tc := range cases {
+		if got := validID(tc.id); got != tc.want {
+			t.Errorf("validID(%q) = %v, want %v", tc.id, got, tc.want)
+		}
+	}
+}
+
+// A user id that is an e-mail address (finding 8 of issue 9) connects and
+// gets its events; one with a space is refused 400.
+func TestHandshake_EmailUserID_ConnectsAndGetsEvents(t *testing.T) {
+	p := startPod(t, nil)
+	for _, u := range []string{"ann.lee@example.com", "tenant:bob"} {
+		c := dial(t, p.userURL("acme", "a1", u)).ready()
+		eventually(t, 2*time.Second, "session "+u, func() bool { return p.srv.index.owner("acme:a1:"+u) != nil })
+		p.srv.Deliver(chats("acme", "a1"), []byte(`{"event_id":"e1"}`), Meta{})
+		if m := c.next(3 * time.Second); m["type"] != "event" {
+			t.Fatalf("%s got %v", u, m)
+		}
+		_ = c.conn.Close()
+		eventually(t, 2*time.Second, "released "+u, func() bool { return !p.locker.Held("acme:a1:" + u) })
+	}
+	v := url.Values{"user": {"ann lee"}, "token": {p.userToken("acme", "a1", "ann lee", time.Hour)}, "x-api-key": {testAPIKey}}
+	if status, _, e := rawRequest(t, p.addr, upgradeReq("/ws/acme/a1?"+v.Encode())); status != 400 || e.Code != codec.CodeBadRequest {
+		t.Fatalf("user id with a space: %d %+v", status, e)
+	}
+}
+
+// websocket.allowed_origins "https://*.example.com" matches one label.
+func TestHandshake_WildcardOrigin(t *testing.T) {
+	p := startPod(t, func(o *Options) { o.Limits.AllowedOrigins = []string{"https://*.example.com"} })
+	cases := []struct {
+		origin string
+		status int
+	}{
+		{"https://a.example.com", 101},
+		{"https://a.b.example.com", 403},
+		{"https://example.com", 403},
+		{"http://a.example.com", 403},
+	}
+	for i, tc := range cases {
+		u := fmt.Sprintf("u%d", i)
+		v := url.Values{"user": {u}, "token": {p.userToken("acme", "a1", u, time.Hour)}, "x-api-key": {testAPIKey}}
+		status, _, _ := rawRequest(t, p.addr, upgradeReq("/ws/acme/a1?"+v.Encode(), "Origin: "+tc.origin))
+		if status != tc.status {
+			t.Errorf("Origin %s: status %d, want %d", tc.origin, status, tc.status)
+		}
+	}
 }
