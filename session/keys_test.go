@@ -70,3 +70,45 @@ func TestKeys_GlobCharsInPrefix_MatchedLiterally(t *testing.T) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
 }
+
+// User ids may contain '.', ':', '@' and glob metacharacters (issue 9: any
+// printable non-space character). The user is the last component of
+// {C}:{A}:{U}, so with colon-free company and agent ids (the reactor's
+// path check) a colon in U cannot make two sessions share a key; ids never
+// reach a pattern (PSUBSCRIBE, SCAN), only literal keys and channels.
+func TestKeys_UserIdsWithPunctuationAndGlobChars_StayLiteral(t *testing.T) {
+	k := keyspace{prefix: "p:"}
+	ids := []string{"ann.lee@example.com", "a:b", "x*y", "q?[z]", `back\slash`, "a:b:c", ":", "é@x.y"}
+	seen := map[string]string{}
+	for _, u := range ids {
+		id := Identity{CompanyID: "acme", AgentID: "a1", UserID: u}
+		suffix := id.SessionKey()
+		if want := "acme:a1:" + u; suffix != want {
+			t.Fatalf("SessionKey(%q) = %q, want %q", u, suffix, want)
+		}
+		if got, want := k.session(suffix), "p:session:acme:a1:"+u; got != want {
+			t.Fatalf("session key %q, want %q", got, want)
+		}
+		// The first two colons end company and agent; the rest is the
+		// user, verbatim.
+		if parts := strings.SplitN(suffix, ":", 3); parts[0] != "acme" || parts[1] != "a1" || parts[2] != u {
+			t.Fatalf("suffix %q splits into %q", suffix, parts)
+		}
+		ch := k.killChannel(suffix)
+		if got, ok := k.killSuffix(ch); !ok || got != suffix {
+			t.Fatalf("killSuffix(%q) = %q, %v; want %q", ch, got, ok, suffix)
+		}
+		if prev, dup := seen[suffix]; dup {
+			t.Fatalf("users %q and %q share session key %q", prev, u, suffix)
+		}
+		seen[suffix] = u
+	}
+	// Patterns are built from the prefix alone; a glob character of an id
+	// never reaches one.
+	if got := k.killPattern(); got != "p:session_kill:*" {
+		t.Fatalf("kill pattern %q", got)
+	}
+	if got := k.route(Route{Kind: RouteMessages, Company: "acme", Agent: "a1", Chat: "x*y:z"}); got != "p:route:acme:a1:messages:x*y:z" {
+		t.Fatalf("messages route %q", got)
+	}
+}

@@ -472,3 +472,47 @@ func BenchmarkHandshake_AcquireJoin(b *testing.B) {
 	b.ReportMetric(float64(hook.roundTrips.Load())/float64(b.N), "roundtrips/op")
 	b.ReportMetric(float64(hook.commands.Load())/float64(b.N), "cmds/op")
 }
+
+// User ids with ':', '.', '@' and glob metacharacters (issue 9): a takeover
+// of one such session sends its kill notice to that session alone — the
+// channel is literal and the pattern subscription is built from the prefix
+// only — and every lock key is the id verbatim.
+func TestLock_UserIdsWithColonsAndGlobChars_NoticeReachesOnlyItsSession(t *testing.T) {
+	t.Parallel()
+	c := sharedRedis(t)
+	prefix := testPrefix(t, c)
+	a := startStore(t, c, fastOptions("pod-a", prefix))
+	optB := fastOptions("pod-b", prefix)
+	optB.KillWait = 3 * time.Second
+	b := startStore(t, c, optB)
+	ctx := context.Background()
+	users := []string{"x*y", "xzy", "x?y", "a:b", "a", "b", "ann.lee@example.com", "ann.lee@example", "q[z]", "qz", `s\t`}
+	for _, u := range users {
+		if _, err := a.reactor.connect(ctx, "acme:a1:"+u); err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+	}
+	taken := map[string]bool{"x*y": true, "a:b": true, "ann.lee@example.com": true, "q[z]": true}
+	for u := range taken {
+		got, err := b.reactor.connect(ctx, "acme:a1:"+u)
+		if err != nil {
+			t.Fatalf("%s: %v", u, err)
+		}
+		if got.Takeover != TakeoverRemote {
+			t.Fatalf("%s: takeover %v, want remote", u, got.Takeover)
+		}
+	}
+	for _, u := range users {
+		key := "acme:a1:" + u
+		want, wantEvictions := a.pod, 0
+		if taken[u] {
+			want, wantEvictions = b.pod, 1
+		}
+		if v := get(t, c, prefix+"session:"+key); v != want {
+			t.Errorf("%s: lock names %q, want %q", u, v, want)
+		}
+		if n := a.reactor.evictions(key); n != wantEvictions || a.reactor.has(key) == taken[u] {
+			t.Errorf("%s: %d evictions (socket kept: %v), want %d", u, n, a.reactor.has(key), wantEvictions)
+		}
+	}
+}

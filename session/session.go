@@ -54,6 +54,11 @@ type Identity struct {
 
 // SessionKey returns the single-session key suffix: "{C}:{A}:{U}" for users,
 // "admin:{id}" for admins. The Redis key is "session:" + this (see keys.go).
+// The user id comes last and may hold ':' (and any other printable
+// character): the suffix stays unambiguous as long as company and agent ids
+// have no ':', which the reactor's path check guarantees. Nothing splits
+// the suffix; it is used verbatim in keys and channel names, never in a
+// glob pattern.
 func (id *Identity) SessionKey() string {
 	if id.Kind == KindAdmin {
 		return "admin:" + id.AdminID
