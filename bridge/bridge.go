@@ -39,9 +39,12 @@ type Options struct {
 	Routes        session.Routes
 	Local         Deliverer
 	Metrics       *metrics.Metrics
-	// Forward is the gRPC client pool; nil makes one from GRPC, owned and
-	// closed by the Bridge.
+	// Forward is the gRPC client pool; nil makes one from GRPC and
+	// Security, owned and closed by the Bridge.
 	Forward *ForwardClient
+	// Security is how the pool made here authenticates to other pods
+	// (bearer token, TLS); unused when Forward is set.
+	Security Security
 }
 
 // Bridge consumes the shared durable consumer and dispatches every event to
@@ -81,7 +84,11 @@ func New(o Options) (*Bridge, error) {
 	}
 	b := &Bridge{o: o, js: js, fwd: o.Forward}
 	if b.fwd == nil {
-		b.fwd = NewForwardClient(o.GRPC, o.Metrics)
+		dial, err := o.Security.DialOptions()
+		if err != nil {
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		b.fwd = NewForwardClient(o.GRPC, o.Metrics, WithDialOptions(dial...))
 		b.ownsFwd = true
 	}
 	return b, nil

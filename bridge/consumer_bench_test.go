@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"slices"
 	"sync"
@@ -61,9 +62,14 @@ type latencyDeliverer struct {
 }
 
 func (l *latencyDeliverer) Deliver(_ session.Route, p []byte, _ reactor.Meta) int {
-	if len(p) < 20 {
+	if len(p) < 42 {
 		return 1
 	}
+	var raw [20]byte
+	if _, err := hex.Decode(raw[:], p[1:41]); err != nil {
+		return 1
+	}
+	p = raw[:]
 	if i := l.next.Add(1) - 1; int(i) < len(l.lat) {
 		l.lat[i] = time.Duration(time.Now().UnixNano() - int64(binary.LittleEndian.Uint64(p)))
 	}
@@ -260,12 +266,19 @@ func benchSubjectList() []string {
 }
 
 // stamp is event i's payload: publish time, sequence within its subject,
-// subject index, padding to benchPayload bytes.
+// subject index, hex-encoded in a JSON string padded to benchPayload bytes
+// (the bridge drops payloads that are not UTF-8 JSON).
 func stamp(i int) []byte {
+	var raw [20]byte
+	binary.LittleEndian.PutUint64(raw[:], uint64(time.Now().UnixNano()))
+	binary.LittleEndian.PutUint64(raw[8:], uint64(i/benchSubjects+1))
+	binary.LittleEndian.PutUint32(raw[16:], uint32(i%benchSubjects))
 	p := make([]byte, benchPayload)
-	binary.LittleEndian.PutUint64(p, uint64(time.Now().UnixNano()))
-	binary.LittleEndian.PutUint64(p[8:], uint64(i/benchSubjects+1))
-	binary.LittleEndian.PutUint32(p[16:], uint32(i%benchSubjects))
+	for k := range p {
+		p[k] = 'x'
+	}
+	p[0], p[len(p)-1] = '"', '"'
+	hex.Encode(p[1:41], raw[:])
 	return p
 }
 

@@ -86,6 +86,8 @@ type dispatcher struct {
 	nakPanic     prometheus.Counter
 	termBadSubj  prometheus.Counter
 	termPoison   prometheus.Counter
+	termInvalid  prometheus.Counter
+	dropInvalid  prometheus.Counter
 	// redelivered counts messages seen more than once (NumDelivered > 1):
 	// after a pod, NATS or Redis failure these may duplicate an event for
 	// some sockets (SPEC §5: clients dedupe by event_id).
@@ -119,6 +121,8 @@ func newDispatcher(base context.Context, o dispatchOptions, routes session.Route
 	d.nakPanic = m.Acks.WithLabelValues("nak", "panic")
 	d.termBadSubj = m.Acks.WithLabelValues("term", "bad_subject")
 	d.termPoison = m.Acks.WithLabelValues("term", "poison")
+	d.termInvalid = m.Acks.WithLabelValues("term", DropInvalidPayload)
+	d.dropInvalid = m.Drops.WithLabelValues(DropInvalidPayload)
 
 	d.queues = make([]chan jetstream.Msg, o.workers)
 	for i := range d.queues {
@@ -211,6 +215,7 @@ const (
 	outNoRoute
 	outLookupFailed
 	outBadSubject
+	outInvalidPayload
 )
 
 // job tracks one message until it is settled. pending counts the worker's
@@ -253,6 +258,12 @@ func (d *dispatcher) route(j *job, id string) {
 		return
 	}
 	d.natsByKind[r.Kind].Inc()
+	// Checked once here, before any socket or pod sees it: the payload is
+	// spliced into text frames as it is (SPEC §5).
+	if !ValidPayload(j.msg.Data()) {
+		j.out = outInvalidPayload
+		return
+	}
 
 	meta := reactor.Meta{RequestID: id}
 	if md, err := j.msg.Metadata(); err == nil {
@@ -381,6 +392,12 @@ func (j *job) settle() {
 		d.dropBadSubj.Inc()
 		logx.From(j.ctx).Warn("message on an unknown subject shape terminated", "subject", j.msg.Subject())
 		err = j.msg.TermWithReason("dws: unknown subject")
+	case j.out == outInvalidPayload:
+		d.termInvalid.Inc()
+		d.dropInvalid.Inc()
+		logx.From(j.ctx).Warn("message whose payload is not UTF-8 JSON terminated",
+			"subject", j.msg.Subject(), "bytes", len(j.msg.Data()))
+		err = j.msg.TermWithReason("dws: payload is not UTF-8 JSON")
 	case j.out == outNoRoute:
 		d.ackNoRoute.Inc()
 		d.dropNoRoute.Inc()

@@ -241,7 +241,7 @@ func TestDispatch_OneSubject_DeliveredInPublishOrder(t *testing.T) {
 	for i := 0; i < n; i++ { // and more while it consumes
 		publish(t, nc, "websocket.c.a.messages.x", strconv.Itoa(n+i), "")
 		if i%100 == 0 { // other subjects interleaved on other workers
-			publish(t, nc, "websocket.c.a.messages.y", "other", "")
+			publish(t, nc, "websocket.c.a.messages.y", `"other"`, "")
 		}
 	}
 	got := p.rec.waitN(t, 2*n+10, 10*time.Second)

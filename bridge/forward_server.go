@@ -39,15 +39,20 @@ type ForwardServer struct {
 	srv    *grpc.Server
 	health *health.Server
 	bad    prometheus.Counter
+	// invalid counts events whose payload is not UTF-8 JSON: a peer may
+	// be hostile, so the sender's check is not trusted.
+	invalid prometheus.Counter
 }
 
 // NewForwardServer returns a server delivering to local; opts are extra
-// gRPC server options (TLS credentials, interceptors).
+// gRPC server options. It authenticates nobody by itself: a pod passes
+// Security.ServerOptions (token interceptors, TLS) here.
 func NewForwardServer(local Deliverer, m *metrics.Metrics, opts ...grpc.ServerOption) *ForwardServer {
 	s := &ForwardServer{
-		local:  local,
-		health: health.NewServer(),
-		bad:    m.Drops.WithLabelValues("bad_forward"),
+		local:   local,
+		health:  health.NewServer(),
+		bad:     m.Drops.WithLabelValues("bad_forward"),
+		invalid: m.Drops.WithLabelValues(DropInvalidPayload),
 	}
 	s.srv = grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxPushBytes)}, opts...)...)
 	forwardpb.RegisterForwardServer(s.srv, s)
@@ -79,8 +84,30 @@ func (s *ForwardServer) Stop() {
 	s.srv.Stop()
 }
 
+// Shutdown is GracefulStop bounded by ctx, then Stop: in-flight Pushes get
+// what is left of shutdown.timeout, and a stream a peer keeps open (a
+// grpc.health.v1 Watch never ends by itself) cannot hold the process. It
+// returns ctx's error when the graceful stop had to be cut short.
+func (s *ForwardServer) Shutdown(ctx context.Context) error {
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() { // plain goroutine: GracefulStop does not panic
+		s.srv.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.srv.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
 // Push delivers each event to this pod's sockets and answers per event how
-// many accepted it. A malformed event is answered 0 and counted; a panic
+// many accepted it. A malformed event (bad route, payload not UTF-8 JSON)
+// is answered 0, counted and logged, and its neighbours still go; a panic
 // while delivering one is recovered and answered 0, so one bad event never
 // fails its batch or the process.
 func (s *ForwardServer) Push(ctx context.Context, req *forwardpb.PushRequest) (*forwardpb.PushResponse, error) {
@@ -100,6 +127,12 @@ func (s *ForwardServer) Push(ctx context.Context, req *forwardpb.PushRequest) (*
 			s.bad.Inc()
 			logx.From(ectx).Warn("forwarded event with an invalid route dropped",
 				slog.Int("kind", int(ev.GetKind())), slog.String("company", ev.GetCompany()))
+			continue
+		}
+		if !ValidPayload(ev.GetPayload()) {
+			s.invalid.Inc()
+			logx.From(ectx).Warn("forwarded event with a payload that is not UTF-8 JSON dropped",
+				slog.String("company", ev.GetCompany()), slog.Int("bytes", len(ev.GetPayload())))
 			continue
 		}
 		meta := reactor.Meta{RequestID: id, Forwarded: true}

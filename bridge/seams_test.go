@@ -30,13 +30,13 @@ func TestBridge_SingleNodeMemoryRoutes_DeliversJoinedRoutesOnly(t *testing.T) {
 	}
 	lis.startBridge(t, nc, routes, defaultPodOptions())
 
-	publish(t, nc, "websocket.c.a.messages.x", "not selected", "")
-	publish(t, nc, "websocket.c.a.chats", "joined", "")
+	publish(t, nc, "websocket.c.a.messages.x", `"not selected"`, "")
+	publish(t, nc, "websocket.c.a.chats", `"joined"`, "")
 	got := lis.rec.waitN(t, 1, 5*time.Second)
 	eventually(t, 5*time.Second, "the unselected chat's event dropped", func() bool {
 		return counter(lis.m.Drops.WithLabelValues("no_route")) == 1
 	})
-	if got = lis.rec.snapshot(); len(got) != 1 || got[0].Payload != "joined" || got[0].Route != chats {
+	if got = lis.rec.snapshot(); len(got) != 1 || got[0].Payload != `"joined"` || got[0].Route != chats {
 		t.Fatalf("deliveries %+v", got)
 	}
 }
