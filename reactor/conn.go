@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/time/rate"
 
 	"github.com/dws-gateway/dws/codec"
 	"github.com/dws-gateway/dws/session"
@@ -54,9 +53,9 @@ type conn struct {
 	// unless one is in progress, so idle sockets do not carry it.
 	frag *reassembly
 
-	limiter   *rate.Limiter // allocated on the first frame
-	overLimit uint16        // consecutive over-limit frames
-	selectSeq uint32        // latest select_chat, to drop stale completions
+	bucket    frameBucket // inbound rate (SPEC §6), every frame counts
+	overLimit uint16      // consecutive over-limit frames
+	selectSeq uint32      // latest select_chat, to drop stale completions
 }
 
 // reassembly holds a fragmented message until its final frame.

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"golang.org/x/time/rate"
 
 	"github.com/dws-gateway/dws/codec"
 	"github.com/dws-gateway/dws/session"
@@ -26,6 +25,11 @@ func (s *Server) readFrames(c *conn) {
 // stays in the buffer for the next read. On loop.
 func (s *Server) parseFrames(c *conn) {
 	lim := s.limits()
+	// One clock read per read: frames that arrived together share it.
+	var now uint32
+	if lim.MessagesPerSecond > 0 {
+		now = s.millis(time.Now())
+	}
 	for c.state == stOpen {
 		buf, _ := c.gc.Peek(-1)
 		if len(buf) == 0 {
@@ -49,7 +53,7 @@ func (s *Server) parseFrames(c *conn) {
 		}
 		payload := buf[n:total]
 		codec.Unmask(payload, h.Mask, 0)
-		s.onFrame(c, h, payload, lim)
+		s.onFrame(c, h, payload, lim, now)
 		_, _ = c.gc.Discard(total)
 	}
 }
@@ -66,12 +70,13 @@ func (s *Server) closeForError(c *conn, err error) {
 	}
 }
 
-// onFrame handles one unmasked frame. payload is valid only during the call.
-func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits) {
+// onFrame handles one unmasked frame that arrived at now (Server.millis).
+// payload is valid only during the call.
+func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits, now uint32) {
 	// SPEC §6: every frame counts against the socket's bucket, control
 	// frames and fragments included, so pings cannot flood the loop for
 	// free. A close is honoured whatever the bucket says: it ends the socket.
-	allowed := h.OpCode == ws.OpClose || s.allowFrame(c, lim)
+	allowed := h.OpCode == ws.OpClose || s.allowFrame(c, lim, now)
 	if c.state != stOpen {
 		return // closed 4429 by the bucket
 	}
@@ -191,14 +196,11 @@ var rateLimitedFrame = codec.AppendErrorFrame(nil, codec.NewError(codec.CodeRate
 // allowFrame is the per-socket token bucket of SPEC §6, taken by every
 // inbound frame: over the rate an error frame, sustained excess (
 // RateLimitCloseAfter frames over the rate in a row) a 4429 close.
-func (s *Server) allowFrame(c *conn, lim *Limits) bool {
+func (s *Server) allowFrame(c *conn, lim *Limits, now uint32) bool {
 	if lim.MessagesPerSecond <= 0 {
 		return true
 	}
-	if c.limiter == nil {
-		c.limiter = rate.NewLimiter(rate.Limit(lim.MessagesPerSecond), max(lim.MessageBurst, 1))
-	}
-	if c.limiter.Allow() {
+	if c.bucket.allow(now, lim.MessagesPerSecond, lim.MessageBurst) {
 		c.overLimit = 0
 		return true
 	}

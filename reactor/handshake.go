@@ -260,6 +260,10 @@ func (s *Server) reject(c *conn, kind session.Kind, e *codec.Error) {
 // seconds is the timer-wheel clock: whole seconds since the server started.
 func (s *Server) seconds(t time.Time) int64 { return int64(t.Sub(s.epoch)/time.Second) + 1 }
 
+// millis is the rate-limit clock: milliseconds since the server started,
+// never 0 before it wraps (frameBucket).
+func (s *Server) millis(t time.Time) uint32 { return uint32(t.Sub(s.epoch)/time.Millisecond) + 1 }
+
 // validID accepts a company or agent id. Both become tokens of NATS
 // subjects (websocket.{C}.{A}...) and parts of Redis keys, so the subject
 // separators and wildcards ('.', '*', '>'), the key separator ':', '/',
