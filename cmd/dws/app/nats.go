@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/dws-gateway/dws/bridge"
+	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/logx"
 	"github.com/dws-gateway/dws/internal/safego"
 )
@@ -24,6 +25,16 @@ type eventPath struct {
 	grpc     *bridge.ForwardServer
 	grpcLn   net.Listener
 	bridge   *bridge.Bridge
+	// stopCtx is the shutdown context Shutdown hands to drainEvents: it
+	// bounds the gRPC graceful stop in stopEvents, which takes none.
+	stopCtx context.Context
+}
+
+// security maps the grpc.* keys onto the bridge's options. An empty
+// auth_token (dev mode only: Validate refuses it elsewhere, and dev mode
+// binds gRPC to 127.0.0.1) leaves the port unauthenticated.
+func security(c config.GRPC) bridge.Security {
+	return bridge.Security{AuthToken: c.AuthToken, CertFile: c.TLSCertFile, KeyFile: c.TLSKeyFile, CAFile: c.TLSCAFile}
 }
 
 // startForward opens the gRPC listener before the WebSocket listener: a
@@ -32,12 +43,16 @@ type eventPath struct {
 func (a *App) startForward(ctx context.Context) error {
 	ev := &eventPath{url: a.Cfg.NATS.URL}
 	a.events = ev
+	opts, err := security(a.Cfg.GRPC).ServerOptions(a.Metrics)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", a.Cfg.Server.GRPCAddr)
 	if err != nil {
 		return fmt.Errorf("server.grpc_addr: %w", err)
 	}
 	ev.grpcLn = ln
-	ev.grpc = bridge.NewForwardServer(a.Server, a.Metrics)
+	ev.grpc = bridge.NewForwardServer(a.Server, a.Metrics, opts...)
 	safego.Go(ctx, "app.grpc", func(context.Context) {
 		if err := ev.grpc.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			logx.L().Error("grpc listener stopped", "err", err.Error())
@@ -75,6 +90,7 @@ func (a *App) startEvents(context.Context) error {
 		Routes:        a.routes,
 		Local:         a.Server,
 		Metrics:       a.Metrics,
+		Security:      security(cfg.GRPC),
 	})
 	if err != nil {
 		return err
@@ -94,20 +110,35 @@ func (a *App) startEvents(context.Context) error {
 // drainEvents is SPEC §6 shutdown step 2: stop fetching, finish and ack
 // what is in flight.
 func (a *App) drainEvents(ctx context.Context) error {
-	if a.events == nil || a.events.bridge == nil {
+	if a.events == nil {
+		return nil
+	}
+	a.events.stopCtx = ctx
+	if a.events.bridge == nil {
 		return nil
 	}
 	return a.events.bridge.Drain(ctx)
 }
 
-// stopEvents is the last step: gRPC, the bridge, NATS.
+// stopEvents is the last step: gRPC, the bridge, NATS. The gRPC graceful
+// stop gets what is left of the shutdown context (SPEC §6: exit within
+// shutdown.timeout whatever streams a peer holds open), or shutdown.timeout
+// when start-up failed before any drain.
 func (a *App) stopEvents() {
 	ev := a.events
 	if ev == nil {
 		return
 	}
 	if ev.grpc != nil {
-		ev.grpc.GracefulStop()
+		ctx := ev.stopCtx
+		if ctx == nil {
+			c, cancel := context.WithTimeout(context.Background(), a.Cfg.Shutdown.Timeout)
+			defer cancel()
+			ctx = c
+		}
+		if err := ev.grpc.Shutdown(ctx); err != nil {
+			logx.L().Warn("grpc streams still open at the shutdown deadline; closed", "err", err.Error())
+		}
 	}
 	if ev.bridge != nil {
 		ev.bridge.Close()
