@@ -52,8 +52,9 @@ type Completion interface {
 // ClientOption tunes a ForwardClient.
 type ClientOption func(*ForwardClient)
 
-// WithDialOptions adds gRPC dial options (tests add interceptors; a fleet
-// may add TLS credentials, which replace the insecure default).
+// WithDialOptions adds gRPC dial options: a pod passes Security.DialOptions
+// here (the bearer token every Push needs, and TLS credentials, which
+// replace the insecure default); tests add interceptors.
 func WithDialOptions(o ...grpc.DialOption) ClientOption {
 	return func(c *ForwardClient) { c.dialOpts = append(c.dialOpts, o...) }
 }
