@@ -10,7 +10,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +40,7 @@ type App struct {
 	Minter  *session.Minter
 
 	keys      *session.APIKeyGuard
+	issuer    []byte // SHA-256 of auth.issuer_api_key; nil = minting disabled
 	validator *session.Validator
 	store     *session.RedisStore // nil on a single node
 	events    *eventPath
@@ -75,6 +81,7 @@ func New(cfg *config.Config) (*App, error) {
 		return nil, err
 	}
 	a.keys = session.NewAPIKeyGuard(cfg.Auth.APIKey, cfg.Auth.AdminAPIKey)
+	a.issuer = issuerDigest(cfg.Auth.IssuerAPIKey)
 	var cache session.TokenCache
 	if cfg.Auth.TokenCacheTTL > 0 {
 		mc, err := session.NewExpiringTokenCache(cfg.Auth.TokenCacheSize, cfg.Auth.TokenCacheTTL)
@@ -171,6 +178,7 @@ func Limits(cfg *config.Config) reactor.Limits {
 
 // Start opens the listeners.
 func (a *App) Start(ctx context.Context) error {
+	a.warnOpenDoors()
 	if a.store != nil {
 		// Not ctx: the store's background work must outlive a cancelled
 		// start-up context and end only in Shutdown.
@@ -195,7 +203,7 @@ func (a *App) Start(ctx context.Context) error {
 		return fmt.Errorf("server.ops_addr: %w", err)
 	}
 	a.opsLn = ln
-	a.ops = &http.Server{Handler: a.opsHandler(), ReadHeaderTimeout: 5 * time.Second}
+	a.ops = a.newOpsServer(opsListenerIsLoopback(ln))
 	safego.Go(ctx, "app.ops", func(context.Context) {
 		if err := a.ops.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logx.L().Error("ops listener stopped", "err", err.Error())
@@ -245,7 +253,16 @@ func (a *App) Shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("release redis keys: %w", err))
 		}
 	}
+	tempDir := a.embeddedTempDir()
 	a.stopEvents()
+	if tempDir != "" {
+		// The embedded server's own clean-up runs in a goroutine the
+		// process may not wait for; a clean stop leaves no
+		// /tmp/dws-nats-* behind.
+		if err := os.RemoveAll(tempDir); err != nil {
+			errs = append(errs, fmt.Errorf("remove embedded NATS dir: %w", err))
+		}
+	}
 	for i := len(closers) - 1; i >= 0; i-- {
 		if err := closers[i](ctx); err != nil {
 			errs = append(errs, err)
@@ -267,23 +284,92 @@ func (a *App) Draining() bool {
 	return a.draining
 }
 
-// DevBanner is what `make run` prints in dev mode: a ready-to-paste URL with
-// a fresh token and a browser-console one-liner. The keys stay unprinted.
+// DevBanner is what `make run` prints in dev mode: ready-to-paste URLs
+// with fresh tokens, the dev issuer key with the exact curl that mints
+// another token, and where to look next. Every key shown is ephemeral: it
+// dies with this process, which listens on 127.0.0.1 only. host is the
+// address to print for wildcard listeners.
 func (a *App) DevBanner(host string) (string, error) {
+	now := time.Now()
 	tok, err := a.Minter.MintUser(session.UserClaims{CompanyID: "demo", AgentID: "agent1", UserID: "dev",
-		ExpiresAt: time.Now().Add(24 * time.Hour), IssuedAt: time.Now()})
+		ExpiresAt: now.Add(24 * time.Hour), IssuedAt: now})
 	if err != nil {
 		return "", err
 	}
-	url := fmt.Sprintf("ws://%s:%d/ws/demo/agent1?user=dev&token=%s&x-api-key=%s", host, a.WSPort(), tok, a.Cfg.Auth.APIKey)
+	adminTok, err := a.Minter.MintAdmin(session.AdminClaims{AdminID: "dev-admin", ExpiresAt: now.Add(24 * time.Hour), IssuedAt: now})
+	if err != nil {
+		return "", err
+	}
+	adminKey := a.Cfg.Auth.AdminAPIKey
+	if adminKey == "" {
+		adminKey = a.Cfg.Auth.APIKey
+	}
+	wsBase := "ws://" + net.JoinHostPort(host, strconv.Itoa(a.WSPort()))
+	ops := "http://" + dialable(a.OpsAddr(), host)
+	userURL := fmt.Sprintf("%s/ws/demo/agent1?user=dev&token=%s&x-api-key=%s", wsBase, tok, url.QueryEscape(a.Cfg.Auth.APIKey))
+	adminURL := fmt.Sprintf("%s/ws/admin?token=%s&x-api-key=%s", wsBase, adminTok, url.QueryEscape(adminKey))
+	mint := fmt.Sprintf(`curl -s -X POST -H 'Content-Type: application/json' -H 'X-API-Key: %s' -d '{"company_id":"demo","agent_id":"agent1","user_id":"u2","expires_in_seconds":3600}' %s/generate-token`,
+		a.Cfg.Auth.IssuerAPIKey, ops)
 	return fmt.Sprintf(`
-  dws is running in DEV MODE: ephemeral keys were generated for this process only.
+  dws is running in DEV MODE: ephemeral keys for this process only, every listener on 127.0.0.1.
 
   Connect:   %s
   Browser:   const ws = new WebSocket("%s", "json.v1"); ws.onmessage = e => console.log(e.data)
+  Chat:      ws.send('{"type":"select_chat","chat_id":"chat1"}')   (messages.chat1 events reach only sockets that selected chat1)
+  Admin:     %s   (agents events reach only admin sockets)
+  Mint:      %s
+             (issuer key %s; connect as u2 with user=u2&token=<token>&x-api-key=%s; a second socket for the same user replaces the first, close 4402)
   Publish:   go run ./cmd/dws publish --subject websocket.demo.agent1.chats
-  Metrics:   http://%s/metrics
-`, url, url, a.OpsAddr()), nil
+  Metrics:   %s/metrics
+`, userURL, userURL, adminURL, mint, a.Cfg.Auth.IssuerAPIKey, url.QueryEscape(a.Cfg.Auth.APIKey), ops), nil
+}
+
+// dialable turns a bound listener address into one a client can dial: a
+// wildcard host ("[::]", "0.0.0.0") becomes host, the port stays the real
+// bound one.
+func dialable(addr, host string) string {
+	h, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+		h = host
+	}
+	return net.JoinHostPort(h, port)
+}
+
+// warnOpenDoors logs, at every start, each setting that leaves a door open
+// on purpose (SPEC §3, issue 9): config.Validate refuses the rest.
+func (a *App) warnOpenDoors() {
+	c := a.Cfg
+	log := logx.L()
+	if c.Auth.AllowNoAPIKey && c.Auth.APIKey == "" {
+		log.Warn("auth.allow_no_api_key is on and auth.api_key is empty: upgrades are checked by token only",
+			"key", "auth.allow_no_api_key")
+	}
+	if !c.Auth.Dev && len(c.WebSocket.AllowedOrigins) == 0 {
+		log.Warn("websocket.allowed_origins is empty: any web page can open sockets with a visitor's token (cross-site WebSocket hijacking); list your front-end origins",
+			"key", "websocket.allowed_origins")
+	}
+	if c.Auth.IssuerAPIKey == "" {
+		log.Info("token minting disabled: POST /generate-token and /admin/generate-token answer 403 until auth.issuer_api_key is set",
+			"key", "auth.issuer_api_key")
+	}
+}
+
+// embeddedTempDir is the temp directory bridge.StartEmbedded made for this
+// pod's JetStream data, or "" when the data lives in nats.embedded_dir (the
+// operator's, kept) or NATS is external.
+func (a *App) embeddedTempDir() string {
+	if a.events == nil || a.events.embedded == nil || a.Cfg.NATS.EmbeddedDir != "" {
+		return ""
+	}
+	// StoreDir is <temp dir>/jetstream.
+	dir := filepath.Dir(a.events.embedded.StoreDir())
+	if !strings.HasPrefix(filepath.Base(dir), "dws-nats-") {
+		return ""
+	}
+	return dir
 }
 
 // Apply takes a reloaded config: the hot keys reach the running pod; the

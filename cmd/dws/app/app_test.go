@@ -84,6 +84,7 @@ func post(t *testing.T, u, key, body string) (int, map[string]any) {
 func TestOps_GenerateToken_ThenConnect(t *testing.T) {
 	a := startApp(t, nil)
 	base := "http://" + a.OpsAddr()
+	issuer := a.Cfg.Auth.IssuerAPIKey
 	cases := []struct {
 		name   string
 		key    string
@@ -92,9 +93,9 @@ func TestOps_GenerateToken_ThenConnect(t *testing.T) {
 		code   string
 	}{
 		{"wrong key", "nope", `{"company_id":"c","agent_id":"a","user_id":"u","expires_in_seconds":60}`, 401, "InvalidAPIKey"},
-		{"bad json", a.Cfg.Auth.APIKey, `{`, 400, "BadRequest"},
-		{"missing user", a.Cfg.Auth.APIKey, `{"company_id":"c","agent_id":"a","expires_in_seconds":60}`, 400, "BadRequest"},
-		{"zero ttl", a.Cfg.Auth.APIKey, `{"company_id":"c","agent_id":"a","user_id":"u"}`, 400, "BadRequest"},
+		{"bad json", issuer, `{`, 400, "BadRequest"},
+		{"missing user", issuer, `{"company_id":"c","agent_id":"a","expires_in_seconds":60}`, 400, "BadRequest"},
+		{"zero ttl", issuer, `{"company_id":"c","agent_id":"a","user_id":"u"}`, 400, "BadRequest"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,7 +105,7 @@ func TestOps_GenerateToken_ThenConnect(t *testing.T) {
 			}
 		})
 	}
-	status, m := post(t, base+"/generate-token", a.Cfg.Auth.APIKey, `{"company_id":"c1","agent_id":"a1","user_id":"u1","expires_in_seconds":60}`)
+	status, m := post(t, base+"/generate-token", issuer, `{"company_id":"c1","agent_id":"a1","user_id":"u1","expires_in_seconds":60}`)
 	if status != 200 || m["token"] == "" {
 		t.Fatalf("got %d %v", status, m)
 	}
@@ -115,15 +116,11 @@ func TestOps_GenerateToken_ThenConnect(t *testing.T) {
 		t.Fatalf("got %q %v", msg, err)
 	}
 
-	// Admin tokens need the admin API key; unset, the user key stands in.
-	adminKey := a.Cfg.Auth.AdminAPIKey
-	if adminKey == "" {
-		adminKey = a.Cfg.Auth.APIKey
-	}
+	// Admin tokens take the same issuer key.
 	if status, _ := post(t, base+"/admin/generate-token", "nope", `{"admin_id":"adm","expires_in_seconds":60}`); status != 401 {
 		t.Fatalf("admin mint with a wrong key: %d", status)
 	}
-	status, m = post(t, base+"/admin/generate-token", adminKey, `{"admin_id":"adm","expires_in_seconds":60}`)
+	status, m = post(t, base+"/admin/generate-token", issuer, `{"admin_id":"adm","expires_in_seconds":60}`)
 	if status != 200 || m["token"] == "" {
 		t.Fatalf("admin: got %d %v", status, m)
 	}

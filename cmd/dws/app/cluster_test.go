@@ -45,6 +45,7 @@ func newCluster(t *testing.T, redisAddr string, n int) *cluster {
 		"redis.key_prefix":         c.prefix,
 		"auth.token_aes_key":       hex.EncodeToString(key),
 		"auth.api_key":             "cluster-key",
+		"grpc.auth_token":          "cluster-grpc-token",
 		"session.refresh_interval": "200ms",
 		"session.ttl":              "1s",
 		"session.kill_wait":        "1s",

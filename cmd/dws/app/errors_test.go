@@ -54,13 +54,14 @@ func decodeErrorShape(t *testing.T, where string, b []byte) errorShape {
 
 // Keys the error walk uses; the AES keys stay ephemeral (dev mode).
 const (
-	walkUserKey  = "walk-user-key"
-	walkAdminKey = "walk-admin-key"
-	walkOrigin   = "https://app.example"
+	walkUserKey   = "walk-user-key"
+	walkAdminKey  = "walk-admin-key"
+	walkIssuerKey = "walk-issuer-key"
+	walkOrigin    = "https://app.example"
 )
 
 func TestErrors_OpsListener_EveryErrorPathHasTheOneShape(t *testing.T) {
-	a := startApp(t, map[string]string{"auth.api_key": walkUserKey, "auth.admin_api_key": walkAdminKey})
+	a := startApp(t, map[string]string{"auth.api_key": walkUserKey, "auth.admin_api_key": walkAdminKey, "auth.issuer_api_key": walkIssuerKey})
 	base := "http://" + a.OpsAddr()
 	user := `{"company_id":"c","agent_id":"a","user_id":"u","expires_in_seconds":60}`
 	cases := []struct {
@@ -76,17 +77,19 @@ func TestErrors_OpsListener_EveryErrorPathHasTheOneShape(t *testing.T) {
 		{"mint without key", "POST", "/generate-token", "", "application/json", user, 401, codec.CodeInvalidAPIKey},
 		{"mint with a wrong key", "POST", "/generate-token", "nope", "application/json", user, 401, codec.CodeInvalidAPIKey},
 		{"mint with the admin key", "POST", "/generate-token", walkAdminKey, "application/json", user, 401, codec.CodeInvalidAPIKey},
-		{"mint, not JSON content type", "POST", "/generate-token", walkUserKey, "text/plain", user, 400, codec.CodeBadRequest},
-		{"mint, malformed JSON", "POST", "/generate-token", walkUserKey, "application/json", `{"company_id":`, 400, codec.CodeBadRequest},
-		{"mint, body over 16 KiB", "POST", "/generate-token", walkUserKey, "application/json", `{"company_id":"` + strings.Repeat("c", 17<<10) + `"}`, 400, codec.CodeBadRequest},
-		{"mint, missing user_id", "POST", "/generate-token", walkUserKey, "application/json", `{"company_id":"c","agent_id":"a","expires_in_seconds":60}`, 400, codec.CodeBadRequest},
-		{"mint, zero lifetime", "POST", "/generate-token", walkUserKey, "application/json", `{"company_id":"c","agent_id":"a","user_id":"u"}`, 400, codec.CodeBadRequest},
-		{"mint, lifetime over a week", "POST", "/generate-token", walkUserKey, "application/json", `{"company_id":"c","agent_id":"a","user_id":"u","expires_in_seconds":604801}`, 400, codec.CodeBadRequest},
+		{"mint with the general key", "POST", "/generate-token", walkUserKey, "application/json", user, 401, codec.CodeInvalidAPIKey},
+		{"mint, not JSON content type", "POST", "/generate-token", walkIssuerKey, "text/plain", user, 400, codec.CodeBadRequest},
+		{"mint, malformed JSON", "POST", "/generate-token", walkIssuerKey, "application/json", `{"company_id":`, 400, codec.CodeBadRequest},
+		{"mint, body over 16 KiB", "POST", "/generate-token", walkIssuerKey, "application/json", `{"company_id":"` + strings.Repeat("c", 17<<10) + `"}`, 413, codec.CodeBadRequest},
+		{"mint, missing user_id", "POST", "/generate-token", walkIssuerKey, "application/json", `{"company_id":"c","agent_id":"a","expires_in_seconds":60}`, 400, codec.CodeBadRequest},
+		{"mint, zero lifetime", "POST", "/generate-token", walkIssuerKey, "application/json", `{"company_id":"c","agent_id":"a","user_id":"u"}`, 400, codec.CodeBadRequest},
+		{"mint, lifetime over a week", "POST", "/generate-token", walkIssuerKey, "application/json", `{"company_id":"c","agent_id":"a","user_id":"u","expires_in_seconds":604801}`, 400, codec.CodeBadRequest},
 		{"admin mint without key", "POST", "/admin/generate-token", "", "application/json", `{"admin_id":"x","expires_in_seconds":60}`, 401, codec.CodeInvalidAPIKey},
 		{"admin mint with the user key", "POST", "/admin/generate-token", walkUserKey, "application/json", `{"admin_id":"x","expires_in_seconds":60}`, 401, codec.CodeInvalidAPIKey},
-		{"admin mint, malformed JSON", "POST", "/admin/generate-token", walkAdminKey, "application/json", `[`, 400, codec.CodeBadRequest},
-		{"admin mint, missing admin_id", "POST", "/admin/generate-token", walkAdminKey, "application/json", `{"expires_in_seconds":60}`, 400, codec.CodeBadRequest},
-		{"admin mint, negative lifetime", "POST", "/admin/generate-token", walkAdminKey, "application/json", `{"admin_id":"x","expires_in_seconds":-1}`, 400, codec.CodeBadRequest},
+		{"admin mint with the admin key", "POST", "/admin/generate-token", walkAdminKey, "application/json", `{"admin_id":"x","expires_in_seconds":60}`, 401, codec.CodeInvalidAPIKey},
+		{"admin mint, malformed JSON", "POST", "/admin/generate-token", walkIssuerKey, "application/json", `[`, 400, codec.CodeBadRequest},
+		{"admin mint, missing admin_id", "POST", "/admin/generate-token", walkIssuerKey, "application/json", `{"expires_in_seconds":60}`, 400, codec.CodeBadRequest},
+		{"admin mint, negative lifetime", "POST", "/admin/generate-token", walkIssuerKey, "application/json", `{"admin_id":"x","expires_in_seconds":-1}`, 400, codec.CodeBadRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -110,7 +113,9 @@ func TestErrors_OpsListener_EveryErrorPathHasTheOneShape(t *testing.T) {
 				t.Errorf("Content-Type %q", ct)
 			}
 			e := decodeErrorShape(t, tc.name, b)
-			if e.Code != tc.code || e.Code.HTTPStatus() != resp.StatusCode {
+			// 413 is the one status outside the code table: an oversized
+			// body is a BadRequest whose HTTP status says why.
+			if e.Code != tc.code || (e.Code.HTTPStatus() != resp.StatusCode && resp.StatusCode != http.StatusRequestEntityTooLarge) {
 				t.Fatalf("code %s (table status %d), want %s at %d", e.Code, e.Code.HTTPStatus(), tc.code, tc.status)
 			}
 			// A rejected request never echoes the key it was given.
@@ -444,6 +449,11 @@ func TestErrors_SocketErrorFrames_HaveTheOneShapeAndKeepTheSocket(t *testing.T) 
 			e := readErrorFrame(t, conn)
 			if e.Code != tc.code {
 				t.Fatalf("error frame %+v, want %s", e, tc.code)
+			}
+			if tc.code == codec.CodeRateLimitExceeded {
+				// Every frame counts against the bucket, control frames
+				// included (SPEC §6): let it refill before the ping.
+				time.Sleep(500 * time.Millisecond)
 			}
 			assertAlive(t, conn)
 		})
