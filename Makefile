@@ -7,9 +7,12 @@ LDFLAGS   := -s -w -X github.com/dws-gateway/dws/cmd/dws/app.Version=$(VERSION)
 
 .PHONY: run test test-short bench bench-micro soak lint build proto services fuzz clean
 
-## run: a single pod on embedded defaults (in-memory stores, dev keys); prints a URL and a token
+## run: a single pod on embedded defaults (in-memory stores, dev keys, 127.0.0.1 only); prints a URL and a token.
+## Extra flags: make run RUN_ARGS='--set log.level=debug'. The binary is built, then exec'd: Ctrl+C / SIGTERM reach dws itself (no
+## `go run` parent to orphan it) and the recipe's status is dws's.
 run:
-	$(GO) run ./cmd/dws serve --set server.ws_addr=:8080 --set server.ops_addr=:8081
+	$(GO) build -o $(BIN)/dws ./cmd/dws
+	exec $(BIN)/dws serve --set server.ws_addr=:8080 --set server.ops_addr=:8081 $(RUN_ARGS)
 
 ## build: static binaries in bin/
 build:

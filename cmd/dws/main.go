@@ -8,14 +8,19 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,8 +40,23 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	cmd := "serve"
+	if len(args) > 0 && isHelp(args[0]) {
+		usage(stdout)
+		return 0
+	}
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		cmd, args = args[0], args[1:]
+	}
+	if len(args) > 0 && isHelp(args[0]) && cmd != "serve" && cmd != "publish" {
+		// token and config take a sub-subcommand before their flags.
+		usage(stdout)
+		return 0
+	}
+	// A subcommand's -h prints to stdout (it was asked for); its flag
+	// errors go to stderr.
+	flagOut = stderr
+	if slices.ContainsFunc(args, isHelp) {
+		flagOut = stdout
 	}
 	var err error
 	switch cmd {
@@ -50,18 +70,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = configCmd(args, stdout)
 	case "version":
 		fmt.Fprintf(stdout, "dws %s %s\n", app.Version, runtime.Version())
-	case "help", "-h", "--help":
+	case "help":
 		usage(stdout)
 	default:
 		fmt.Fprintf(stderr, "dws: unknown command %q\n", cmd)
 		usage(stderr)
 		return 2
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		// The flag set has printed its usage: a help request succeeded.
+		return 0
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "dws %s: %v\n", cmd, err)
 		return 1
 	}
 	return 0
+}
+
+// flagOut is where flag sets print their usage and errors (set by run).
+var flagOut io.Writer = os.Stderr
+
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
+}
+
+// newFlagSet returns a flag set that reports errors (and ErrHelp) to its
+// caller instead of exiting, printing to flagOut.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet("dws "+name, flag.ContinueOnError)
+	fs.SetOutput(flagOut)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage of dws %s:\n", name)
+		fs.PrintDefaults()
+	}
+	return fs
 }
 
 func usage(w io.Writer) {
@@ -73,7 +116,10 @@ func usage(w io.Writer) {
   dws config check FILE
   dws config print [--config FILE]
   dws version
+  dws help | -h | --help
+  dws COMMAND -h                                      flags of one command
 Keys and their DWS_ env names: docs/config.md
+With no auth.token_aes_key, serve runs in dev mode (ephemeral keys, 127.0.0.1 only).
 `)
 }
 
@@ -105,7 +151,7 @@ func loadConfig(fs *flag.FlagSet, args []string) (*config.Config, error) {
 }
 
 func serve(args []string, stdout io.Writer) error {
-	cfg, err := loadConfig(flag.NewFlagSet("serve", flag.ContinueOnError), args)
+	cfg, err := loadConfig(newFlagSet("serve"), args)
 	if err != nil {
 		return err
 	}
@@ -150,7 +196,7 @@ func token(args []string, stdout io.Writer) error {
 		return errors.New("want: dws token user|admin ...")
 	}
 	kind := args[0]
-	fs := flag.NewFlagSet("token "+kind, flag.ContinueOnError)
+	fs := newFlagSet("token " + kind)
 	company := fs.String("company", "", "company id (user) or subscribed company (admin)")
 	agent := fs.String("agent", "", "agent id (user) or subscribed agent (admin)")
 	user := fs.String("user", "", "user id")
@@ -217,7 +263,7 @@ func configCmd(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "%s: ok\n", args[1])
 		return nil
 	case "print":
-		cfg, err := loadConfig(flag.NewFlagSet("config print", flag.ContinueOnError), args[1:])
+		cfg, err := loadConfig(newFlagSet("config print"), args[1:])
 		if err != nil {
 			return err
 		}
@@ -229,7 +275,7 @@ func configCmd(args []string, stdout io.Writer) error {
 // publish sends one test event to JetStream: to nats.url when configured,
 // else to the embedded server of a local `make run` (nats.embedded_port).
 func publish(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("publish", flag.ContinueOnError)
+	fs := newFlagSet("publish")
 	subject := fs.String("subject", "", "websocket.{company}.{agent}.chats | .messages.{chat} | .agents")
 	data := fs.String("data", "", "the event payload (JSON); default: a sample EnrichedEventPayload")
 	reqID := fs.String("request-id", "", "X-Request-ID header (default: a new id)")
@@ -263,10 +309,97 @@ func publish(args []string, stdout io.Writer) error {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	ops := opsURL(cfg.Server.OpsAddr)
+	before, scraped := ackCounts(ops)
 	p, err := bridge.Publish(ctx, nc, *subject, []byte(payload), *reqID)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "published to %s: stream %s seq %d request_id %s\n", *subject, p.Stream, p.Sequence, p.RequestID)
+	fmt.Fprintln(stdout, whoReceives(*subject))
+	if scraped {
+		fmt.Fprintln(stdout, outcome(ops, before))
+	}
 	return nil
+}
+
+// whoReceives explains which sockets a subject reaches (SPEC §5): the
+// stream accepts any event, and one no socket subscribes to is acked and
+// dropped as no_route, which a newcomer cannot see from here otherwise.
+func whoReceives(subject string) string {
+	r, ok := bridge.ParseSubject(subject)
+	if !ok {
+		return "who receives it: nobody: dws consumes only websocket.{company}.{agent}.chats|messages.{chat}|agents"
+	}
+	switch r.Kind {
+	case session.RouteChats:
+		return fmt.Sprintf("who receives it: every user socket of /ws/%s/%s", r.Company, r.Agent)
+	case session.RouteMessages:
+		return fmt.Sprintf(`who receives it: only user sockets of /ws/%s/%s that sent {"type":"select_chat","chat_id":%q}`, r.Company, r.Agent, r.Chat)
+	default:
+		return fmt.Sprintf("who receives it: only admin sockets (/ws/admin) whose token subscribes to %s/%s or to everything", r.Company, r.Agent)
+	}
+}
+
+// opsURL is where a local pod's ops listener answers, from server.ops_addr.
+func opsURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// ackCounts reads how many events the pod at ops acked as delivered and as
+// no_route (dws_nats_acks_total); false when no pod answers there.
+func ackCounts(ops string) (map[string]float64, bool) {
+	if ops == "" {
+		return nil, false
+	}
+	client := http.Client{Timeout: time.Second}
+	resp, err := client.Get(ops + "/metrics")
+	if err != nil {
+		return nil, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, false
+	}
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		for _, reason := range []string{"delivered", "no_route"} {
+			if v, ok := strings.CutPrefix(line, `dws_nats_acks_total{reason="`+reason+`",result="ack"} `); ok {
+				out[reason], _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return out, sc.Err() == nil
+}
+
+// outcome waits briefly for the local pod to ack the event and says how.
+// It reads counters, so another event acked at the same moment can be
+// mistaken for this one: good enough for a developer's single pod, and
+// worded as what the pod counted.
+func outcome(ops string, before map[string]float64) string {
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+		now, ok := ackCounts(ops)
+		if !ok {
+			break
+		}
+		if now["no_route"] > before["no_route"] {
+			return "WARNING: the pod at " + ops + " counted this event as no_route: no socket is subscribed to it, so nobody received it"
+		}
+		if now["delivered"] > before["delivered"] {
+			return "the pod at " + ops + " acked it as delivered to its socket(s)"
+		}
+	}
+	return "the pod at " + ops + " has not acked it yet (another pod may own its partition)"
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -535,7 +536,7 @@ func TestE2E_SIGTERM_DrainsInOrderAndExitsZero(t *testing.T) {
 		DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second}, route)
 
 	aesKey := randomHex(32)
-	p, addrs := startPod(t, []string{"DWS_AUTH_TOKEN_AES_KEY=" + aesKey, "DWS_AUTH_API_KEY=" + apiKey}, func(a podAddrs) []string {
+	p, addrs := startPod(t, []string{"DWS_AUTH_TOKEN_AES_KEY=" + aesKey, "DWS_AUTH_API_KEY=" + apiKey, "DWS_GRPC_AUTH_TOKEN=e2e-grpc-token"}, func(a podAddrs) []string {
 		return append(append([]string{"serve"}, a.flags()...),
 			"--set", "nats.url="+natsURL, "--set", "redis.addrs="+redisURL, "--set", "redis.key_prefix="+prefix,
 			"--set", "shutdown.timeout="+timeout.String(), "--set", "shutdown.close_grace=1s", "--set", "grpc.call_timeout=5s")
@@ -821,7 +822,7 @@ func TestE2E_SIGHUP_ReloadsLogsChangesAndRejectsInvalidFile(t *testing.T) {
 			"auth:\n  api_key: %q\nwebsocket:\n  ping_interval: %s\nnats:\n  embedded_port: -1\n",
 			wsAddr, addrs.ops, addrs.grpc, addrs.grpc, apiKey, ping)
 	}
-	p, _ := startPod(t, []string{"DWS_AUTH_TOKEN_AES_KEY=" + aesKey}, func(a podAddrs) []string {
+	p, _ := startPod(t, []string{"DWS_AUTH_TOKEN_AES_KEY=" + aesKey, "DWS_GRPC_AUTH_TOKEN=e2e-grpc-token"}, func(a podAddrs) []string {
 		addrs = a
 		writeFile(t, file, conf(addrs.ws, oldKey, "20s"))
 		return []string{"serve", "--config", file}
@@ -919,6 +920,9 @@ func TestE2E_ConfigCheck_ExitCodeAndMessageNameTheKey(t *testing.T) {
 		{"refresh not below ttl", "session:\n  ttl: 5s\n  refresh_interval: 10s\n", 1, []string{"session.refresh_interval"}},
 		{"short AES key", "auth:\n  token_aes_key: abcd\n", 1, []string{"auth.token_aes_key"}},
 		{"not YAML", "server: [\n", 1, []string{"config file"}},
+		{"production keys missing", "auth:\n  token_aes_key: " + strings.Repeat("ab", 32) + "\n", 1, []string{"auth.api_key", "grpc.auth_token"}},
+		{"issuer key is the API key", "auth:\n  token_aes_key: " + strings.Repeat("ab", 32) + "\n  api_key: k1\n  issuer_api_key: k1\ngrpc:\n  auth_token: t1\n", 1, []string{"auth.issuer_api_key"}},
+		{"production keys set", "auth:\n  token_aes_key: " + strings.Repeat("ab", 32) + "\n  api_key: k1\n  issuer_api_key: k2\ngrpc:\n  auth_token: t1\n", 0, []string{": ok"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -991,7 +995,7 @@ func TestE2E_Version_ShowsTheStampedVersion(t *testing.T) {
 // its key, and dws_build_info carries the stamped version.
 func TestE2E_TokenUser_ThenConnect(t *testing.T) {
 	aesKey := randomHex(32)
-	env := []string{"DWS_AUTH_TOKEN_AES_KEY=" + aesKey, "DWS_AUTH_API_KEY=cli-key"}
+	env := []string{"DWS_AUTH_TOKEN_AES_KEY=" + aesKey, "DWS_AUTH_API_KEY=cli-key", "DWS_GRPC_AUTH_TOKEN=e2e-grpc-token"}
 	out, errOut, code := runDWS(t, env, "token", "user", "--company", "acme", "--agent", "a1", "--user", "u9", "--ttl", "10m")
 	if code != 0 {
 		t.Fatalf("dws token user: exit %d %s", code, errOut)
@@ -1038,4 +1042,199 @@ func runtimeVersion(t *testing.T) string {
 		t.Fatalf("dws version: %q", out)
 	}
 	return f[2]
+}
+
+// Issue 9, the newcomer's path: -h lists the commands and succeeds, for
+// dws itself and for each command.
+func TestE2E_Help_PrintsUsageAndExitsZero(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"-h"}, {"--help"}, {"help"}, {"serve", "-h"}, {"serve", "--help"}, {"publish", "-h"},
+		{"token", "-h"}, {"token", "user", "-h"}, {"config", "--help"}, {"config", "print", "-h"},
+	} {
+		out, errOut, code := runDWS(t, nil, args...)
+		if code != 0 || !strings.Contains(out, "usage") || strings.Contains(out+errOut, "help requested") {
+			t.Errorf("dws %v: exit %d\nstdout: %s\nstderr: %s", args, code, out, errOut)
+		}
+	}
+	out, _, _ := runDWS(t, nil, "-h")
+	for _, cmd := range []string{"[serve]", "token", "publish", "config check", "version"} {
+		if !strings.Contains(out, "dws "+cmd) {
+			t.Errorf("dws -h does not list %q:\n%s", cmd, out)
+		}
+	}
+}
+
+// SPEC §3: token keys with an empty auth.api_key refuse to start, with
+// one line naming the key (it used to start and accept any key).
+func TestE2E_Serve_EmptyAPIKey_RefusesToStartNamingTheKey(t *testing.T) {
+	t.Parallel()
+	a := newPodAddrs(t)
+	env := []string{"DWS_AUTH_TOKEN_AES_KEY=" + randomHex(32), "DWS_GRPC_AUTH_TOKEN=e2e-grpc-token"}
+	out, errOut, code := runDWS(t, env, append([]string{"serve"}, a.flags()...)...)
+	lines := strings.Split(strings.TrimSpace(errOut), "\n")
+	if code != 1 || len(lines) != 1 || !strings.Contains(lines[0], "auth.api_key") || strings.Contains(errOut, "grpc.auth_token") {
+		t.Fatalf("exit %d, want 1 and one line naming auth.api_key\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if conn, err := net.DialTimeout("tcp", a.ws, 200*time.Millisecond); err == nil {
+		conn.Close()
+		t.Fatal("the refused pod listens")
+	}
+}
+
+// The explicit opt-out starts, and says so at every start; so does an
+// empty origin list outside dev mode (cross-site WebSocket hijacking).
+func TestE2E_Serve_OpenDoors_WarnedAtStart(t *testing.T) {
+	env := []string{"DWS_AUTH_TOKEN_AES_KEY=" + randomHex(32), "DWS_GRPC_AUTH_TOKEN=e2e-grpc-token", "DWS_AUTH_ALLOW_NO_API_KEY=true"}
+	p, _ := startPod(t, env, func(a podAddrs) []string {
+		return append(append([]string{"serve"}, a.flags()...), "--set", "nats.embedded_port=-1")
+	})
+	warned := map[string]string{}
+	for _, line := range strings.Split(p.stderr.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["level"] == "WARN" {
+			k, _ := m["key"].(string)
+			warned[k], _ = m["msg"].(string)
+		}
+	}
+	if !strings.Contains(warned["auth.allow_no_api_key"], "token only") {
+		t.Errorf("no warning about auth.allow_no_api_key: %v", warned)
+	}
+	if !strings.Contains(warned["websocket.allowed_origins"], "cross-site WebSocket hijacking") {
+		t.Errorf("no warning about an empty websocket.allowed_origins: %v", warned)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// bannerLine returns the text after "label:" in the dev banner.
+func bannerLine(t *testing.T, p *proc, label string) string {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the dev banner", func() bool { return strings.Contains(p.stdout.String(), "Metrics:") })
+	for _, line := range strings.Split(p.stdout.String(), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), label+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %q line in the banner:\n%s", label, p.stdout.String())
+	return ""
+}
+
+// Issue 9, the newcomer's path in dev mode: the banner's URLs dial (no
+// [::], the real port), its curl mints a token that connects, and a clean
+// stop leaves no /tmp/dws-nats-* behind.
+func TestE2E_DevMode_BannerWorksAsPrinted_NoTempDirLeft(t *testing.T) {
+	tmp := t.TempDir()
+	p, addrs := startPod(t, []string{"TMPDIR=" + tmp}, func(a podAddrs) []string {
+		// A wildcard ops address: dev mode binds it to 127.0.0.1, and
+		// the banner must show the port the kernel picked.
+		return []string{"serve", "--set", "server.ws_addr=" + a.ws, "--set", "server.ops_addr=:0",
+			"--set", "server.grpc_addr=" + a.grpc, "--set", "server.pod_id=" + a.grpc, "--set", "nats.embedded_port=-1"}
+	})
+	metricsURL := bannerLine(t, p, "Metrics")
+	if !strings.HasPrefix(metricsURL, "http://127.0.0.1:") || strings.HasSuffix(metricsURL, ":0/metrics") {
+		t.Fatalf("metrics URL %q is not dialable", metricsURL)
+	}
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		t.Fatalf("banner metrics URL: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("banner metrics URL: %d", resp.StatusCode)
+	}
+	mint := bannerLine(t, p, "Mint")
+	if !strings.HasPrefix(mint, "curl ") || !strings.Contains(mint, "-H 'Content-Type: application/json'") || !strings.Contains(mint, "X-API-Key: issuer-") {
+		t.Fatalf("mint line %q", mint)
+	}
+	out, err := exec.Command("sh", "-c", mint).Output()
+	if err != nil {
+		t.Fatalf("the banner's curl: %v", err)
+	}
+	var tok struct{ Token string }
+	if err := json.Unmarshal(out, &tok); err != nil || tok.Token == "" {
+		t.Fatalf("the banner's curl answered %s", out)
+	}
+	apiKey := regexp.MustCompile(`x-api-key=([^&\s]+)`).FindStringSubmatch(bannerLine(t, p, "Connect"))
+	if apiKey == nil {
+		t.Fatal("no x-api-key in the Connect URL")
+	}
+	q := url.Values{"user": {"u2"}, "token": {tok.Token}, "x-api-key": {apiKey[1]}}
+	if _, err := dialWS(t, fmt.Sprintf("ws://%s/ws/demo/agent1?%s", addrs.ws, q.Encode())); err != nil {
+		t.Fatalf("connect with the curl's token: %v", err)
+	}
+	if got, _ := filepath.Glob(filepath.Join(tmp, "dws-nats-*")); len(got) != 1 {
+		t.Fatalf("embedded NATS dirs while running: %v", got)
+	}
+	p.signal(syscall.SIGTERM)
+	if code := p.wait(15 * time.Second); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if got, _ := filepath.Glob(filepath.Join(tmp, "dws-nats-*")); len(got) != 0 {
+		t.Fatalf("left behind after a clean stop: %v", got)
+	}
+}
+
+// Issue 9, the newcomer's path: `dws publish` says who receives a subject
+// and, asking the local pod, when nobody did.
+func TestE2E_Publish_SaysWhoReceivesAndWhenNobodyDid(t *testing.T) {
+	p, addrs := startPod(t, nil, func(a podAddrs) []string {
+		return append(append([]string{"serve"}, a.flags()...), "--set", "nats.embedded_port=-1")
+	})
+	natsURL, _ := p.waitLog("embedded NATS JetStream started", 5*time.Second)["url"].(string)
+	publish := func(subject string) string {
+		t.Helper()
+		out, errOut, code := runDWS(t, nil, "publish", "--subject", subject, "--set", "nats.url="+natsURL, "--set", "server.ops_addr="+addrs.ops)
+		if code != 0 {
+			t.Fatalf("dws publish %s: exit %d %s", subject, code, errOut)
+		}
+		return out
+	}
+	out := publish("websocket.demo.agent1.messages.chat9")
+	if !strings.Contains(out, `only user sockets of /ws/demo/agent1 that sent {"type":"select_chat","chat_id":"chat9"}`) ||
+		!strings.Contains(out, "no_route") || !strings.Contains(out, "nobody received it") {
+		t.Fatalf("publish to a chat nobody selected:\n%s", out)
+	}
+	if out := publish("websocket.demo.agent1.agents"); !strings.Contains(out, "only admin sockets") {
+		t.Fatalf("publish to agents:\n%s", out)
+	}
+
+	// With a socket of (demo, agent1) open, a chats event is delivered.
+	dialDevUser(t, p, addrs, "u1")
+	if out := publish("websocket.demo.agent1.chats"); !strings.Contains(out, "every user socket of /ws/demo/agent1") ||
+		!strings.Contains(out, "delivered") || strings.Contains(out, "WARNING") {
+		t.Fatalf("publish to chats with a socket open:\n%s", out)
+	}
+}
+
+// dialDevUser opens a socket of (demo, agent1) on a dev pod with a token
+// minted through the banner's issuer key.
+func dialDevUser(t *testing.T, p *proc, addrs podAddrs, user string) net.Conn {
+	t.Helper()
+	issuer := regexp.MustCompile(`X-API-Key: (\S+)'`).FindStringSubmatch(bannerLine(t, p, "Mint"))
+	apiKey := regexp.MustCompile(`x-api-key=([^&\s]+)`).FindStringSubmatch(bannerLine(t, p, "Connect"))
+	if issuer == nil || apiKey == nil {
+		t.Fatalf("no keys in the banner:\n%s", p.stdout.String())
+	}
+	req, _ := http.NewRequest("POST", "http://"+addrs.ops+"/generate-token",
+		strings.NewReader(`{"company_id":"demo","agent_id":"agent1","user_id":"`+user+`","expires_in_seconds":600}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-API-Key", issuer[1])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tok struct{ Token string }
+	if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil || tok.Token == "" {
+		t.Fatalf("mint: %d %v", resp.StatusCode, err)
+	}
+	q := url.Values{"user": {user}, "token": {tok.Token}, "x-api-key": {apiKey[1]}}
+	conn, err := dialWS(t, fmt.Sprintf("ws://%s/ws/demo/agent1?%s", addrs.ws, q.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return conn
 }
