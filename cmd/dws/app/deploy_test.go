@@ -117,7 +117,9 @@ func TestDeploy_Compose_TwoPodsNATSRedis_EnvNamesAreConfigKeys(t *testing.T) {
 				}
 				// Stand-in content so the config below loads.
 				f := filepath.Join(secretDir, secret)
-				value := "compose-test-key"
+				// Distinct per secret: the issuer key must differ from
+				// the API key (config.Validate).
+				value := "compose-test-" + secret
 				if strings.Contains(key.Name, "aes_key") {
 					value = strings.Repeat("ab", 32)
 				}
@@ -150,6 +152,15 @@ func TestDeploy_Compose_TwoPodsNATSRedis_EnvNamesAreConfigKeys(t *testing.T) {
 		if err != nil || grace <= cfg.Shutdown.Timeout || (s.StopSignal != "" && s.StopSignal != "SIGTERM") {
 			t.Errorf("%s: stop_grace_period %q / stop_signal %q must leave shutdown.timeout (%v) to the SIGTERM drain",
 				name, s.StopGracePeriod, s.StopSignal, cfg.Shutdown.Timeout)
+		}
+	}
+	// The shell variables the secrets come from are the keys' own env
+	// names, so the header's `export` lines also work without compose.
+	for name, sec := range c.Secrets {
+		if env := sec["environment"]; env != "" {
+			if _, ok := byEnv[env]; !ok {
+				t.Errorf("secret %s comes from $%s, which is not the env name of any config key", name, env)
+			}
 		}
 	}
 	if len(podIDs) != 2 {
