@@ -47,6 +47,7 @@ bench-micro:
 fuzz:
 	@for t in FuzzParseRequest FuzzDecodeHeader FuzzDecodeClientMessage FuzzUTF8Validator; do \
 	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 20s ./codec/ || exit 1; done
+	$(GO) test -run '^$$' -fuzz '^FuzzOpsMintBody$$' -fuzztime 20s ./cmd/dws/app/
 
 clean:
 	rm -rf $(BIN)
