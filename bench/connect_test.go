@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if os.Getenv(floorEnv) == "1" {
+		os.Exit(runFloorForTest(os.Args[2:]))
+	}
 	code := m.Run()
 	cleanupDWS()
 	os.Exit(code)

@@ -25,6 +25,10 @@ type LoadConfig struct {
 	// Spawn is a dws binary to start the pods with; empty = use
 	// Connect.Server, NATSURL and Ops as given.
 	Spawn string
+	// Floor, when set, starts the floor server (StartFloorPod) as the one
+	// pod instead of dws: the same sockets, publisher and tracking measure
+	// the baseline. Spawn is then ignored.
+	Floor *FloorPodOptions
 	// NATSURL is the broker when not spawning (required then).
 	NATSURL string
 	// Ops is the ops listener of the server when not spawning (for
@@ -87,7 +91,10 @@ func (c *LoadConfig) applyDefaults() error {
 	if c.Pods == 2 && c.Spawn == "" {
 		return errors.New("load: --pods 2 needs --spawn-server (the bench starts both pods)")
 	}
-	if c.Spawn == "" && c.NATSURL == "" {
+	if c.Floor != nil && c.Pods != 1 {
+		return errors.New("load: the floor server runs as one pod")
+	}
+	if !c.spawns() && c.NATSURL == "" {
 		return errors.New("load: --nats is required without --spawn-server")
 	}
 	if c.RedisAddr == "" {
@@ -96,18 +103,21 @@ func (c *LoadConfig) applyDefaults() error {
 	if c.DrainMax <= 0 {
 		c.DrainMax = 30 * time.Second
 	}
-	if c.Spawn != "" {
+	if c.spawns() {
 		// A placeholder until pod A is up; applyDefaults checks the form.
 		c.Connect.Server = mustLoopback(1)
 	}
 	return c.Connect.applyDefaults()
 }
 
+// spawns tells whether the bench starts the server itself.
+func (c *LoadConfig) spawns() bool { return c.Spawn != "" || c.Floor != nil }
+
 // startPods starts the pods (or records the given server) and the
 // publisher.
 func (l *loadRun) startPods(ctx context.Context) error {
 	c := l.cfg
-	if c.Spawn == "" {
+	if !c.spawns() {
 		pid := c.Connect.ServerPID
 		if pid == 0 {
 			p, err := FindListenerPID(c.Connect.Server.Port())
@@ -143,11 +153,21 @@ func (l *loadRun) startPods(ctx context.Context) error {
 			// local half of the groups, pod B the other half, which it
 			// must forward to A. The split is exact, so both paths are
 			// measured side by side under one load.
-			p, err := StartPod(ctx, PodOptions{
-				Binary: c.Spawn, Name: "pod-" + string(rune('a'+i)),
-				TokenKey: c.Connect.TokenKey, APIKey: c.Connect.APIKey,
-				RedisAddr: redis, KeyPrefix: prefix, Set: c.ServerSet, LogDir: logDir,
-			})
+			var p *Pod
+			var err error
+			if c.Floor != nil {
+				fo := *c.Floor
+				if fo.LogDir == "" {
+					fo.LogDir = logDir
+				}
+				p, err = StartFloorPod(ctx, fo)
+			} else {
+				p, err = StartPod(ctx, PodOptions{
+					Binary: c.Spawn, Name: "pod-" + string(rune('a'+i)),
+					TokenKey: c.Connect.TokenKey, APIKey: c.Connect.APIKey,
+					RedisAddr: redis, KeyPrefix: prefix, Set: c.ServerSet, LogDir: logDir,
+				})
+			}
 			if err != nil {
 				return err
 			}
@@ -222,7 +242,7 @@ func (c *LoadConfig) settings(rates []float64, step, warmup time.Duration) LoadS
 	k := &c.Connect
 	return LoadSettings{
 		Sockets: k.Sockets, Groups: k.Groups, Procs: k.Procs, LoopsPerProc: k.Loops,
-		SourcesPerProc: k.SourcesPerProc, Pods: c.Pods, Spawned: c.Spawn != "",
+		SourcesPerProc: k.SourcesPerProc, Pods: c.Pods, Spawned: c.spawns(),
 		Rates: rates, StepSeconds: step.Seconds(), WarmupSeconds: warmup.Seconds(),
 		PayloadBytes: c.PayloadBytes, ServerSet: c.ServerSet,
 	}
@@ -394,6 +414,7 @@ type StepFigures struct {
 
 	from, to      time.Time // the measured window
 	liveDelivered float64
+	owedLeft      int64 // frames still owed when the drain ended
 }
 
 // step publishes at rate for warmup (untracked, phase 0) and then dur
@@ -487,6 +508,7 @@ func (l *loadRun) step(ctx context.Context, name string, phase int, rate float64
 		return nil, err
 	}
 	st.DrainSeconds = time.Since(drainStart).Seconds()
+	st.owedLeft = max(0, owed-l.events())
 	if l.events() < owed {
 		l.notes = append(l.notes, fmt.Sprintf("%s: the drain ended with %d frames still owed (lost, closed sockets, or longer than --drain)", name, owed-l.events()))
 	}

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -24,9 +26,10 @@ type PodOptions struct {
 	Binary string
 	// Name labels the pod in reports and names its log file.
 	Name string
-	// TokenKey and APIKey go to the pod through its environment, never its
-	// command line.
-	TokenKey, APIKey string
+	// TokenKey, APIKey and GRPCToken go to the pod through its
+	// environment, never its command line. An empty GRPCToken is
+	// $DWS_GRPC_AUTH_TOKEN or a random token shared by the run's pods.
+	TokenKey, APIKey, GRPCToken string
 	// NATSURL is the broker; empty = the pod's own embedded server on a
 	// free port (Pod.NATSURL then says where).
 	NATSURL string
@@ -92,40 +95,69 @@ func StartPod(ctx context.Context, o PodOptions) (*Pod, error) {
 	for _, s := range o.Set {
 		args = append(args, "--set", s)
 	}
-	logDir := o.LogDir
+	env := []string{"DWS_AUTH_TOKEN_AES_KEY=" + o.TokenKey, "DWS_AUTH_API_KEY=" + o.APIKey,
+		"DWS_GRPC_AUTH_TOKEN=" + grpcToken(o.GRPCToken)}
+	if err := p.start(ctx, o.Binary, args, env, o.LogDir, o.ReadyTimeout); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// grpcToken is the fleet token a spawned pod gets: the given one, else
+// $DWS_GRPC_AUTH_TOKEN, else one random token per bench process, so every
+// pod a run starts shares it (dws refuses to start without one outside dev
+// mode, and pods forwarding to each other must agree on it).
+func grpcToken(given string) string {
+	if given != "" {
+		return given
+	}
+	if v := os.Getenv("DWS_GRPC_AUTH_TOKEN"); v != "" {
+		return v
+	}
+	benchTokenOnce.Do(func() { benchToken = rand.Text() })
+	return benchToken
+}
+
+var (
+	benchTokenOnce sync.Once
+	benchToken     string
+)
+
+// start runs binary with args and extra env, its output in
+// logDir/<Name>.log, and waits for GET /ready on p.Ops.
+func (p *Pod) start(ctx context.Context, binary string, args, env []string, logDir string, readyTimeout time.Duration) error {
 	if logDir == "" {
 		logDir = os.TempDir()
 	}
 	if err := os.MkdirAll(logDir, 0o755); err != nil {
-		return nil, err
+		return err
 	}
-	p.LogPath = filepath.Join(logDir, o.Name+".log")
+	p.LogPath = filepath.Join(logDir, p.Name+".log")
 	logf, err := os.Create(p.LogPath)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logf.Close() // the child holds its own descriptor
-	cmd := exec.Command(o.Binary, args...)
+	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), "DWS_AUTH_TOKEN_AES_KEY="+o.TokenKey, "DWS_AUTH_API_KEY="+o.APIKey)
+	cmd.Env = append(os.Environ(), env...)
 	// Its own process group: a Ctrl-C of the bench reaches the bench,
 	// which then stops the pod in order instead of both dying mid-run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("pod %s: start %s: %w", o.Name, o.Binary, err)
+		return fmt.Errorf("pod %s: start %s: %w", p.Name, binary, err)
 	}
 	p.cmd, p.PID = cmd, cmd.Process.Pid
 	// Reaps the child; ends with it.
 	safego.Go(context.Background(), "bench.pod.wait", func(context.Context) { p.done <- cmd.Wait() })
-	timeout := o.ReadyTimeout
-	if timeout <= 0 {
-		timeout = 20 * time.Second
+	if readyTimeout <= 0 {
+		readyTimeout = 20 * time.Second
 	}
-	if err := p.waitReady(ctx, timeout); err != nil {
+	if err := p.waitReady(ctx, readyTimeout); err != nil {
 		p.Stop()
-		return nil, fmt.Errorf("pod %s: %w (log: %s)", o.Name, err, p.LogPath)
+		return fmt.Errorf("pod %s: %w (log: %s)", p.Name, err, p.LogPath)
 	}
-	return p, nil
+	return nil
 }
 
 func (p *Pod) waitReady(ctx context.Context, timeout time.Duration) error {

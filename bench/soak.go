@@ -19,7 +19,8 @@ type SoakConfig struct {
 	// ignored); default 10.
 	Churn float64
 	// MaxRSSDrift bounds the server RSS growth from the end of the first
-	// tenth of the run to the end, as a fraction; default 0.25.
+	// tenth of the run to the end, as a fraction (0.25 = 25 %; the
+	// command line takes percent, --assert-rss-drift-pct); default 0.25.
 	MaxRSSDrift float64
 	// MaxGoroutineGrowth bounds go_goroutines growth over the run;
 	// default 50.
@@ -142,7 +143,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	add("duplicate events", "= 0", float64(rep.Loss.Duplicates), rep.Loss.Duplicates == 0, true)
 	add("sockets the server dropped", "= 0", float64(s.Dropped), s.Dropped == 0, true)
 	add("churn reconnects failed", "= 0", float64(s.ChurnFailed), s.ChurnFailed == 0, true)
-	add("server RSS drift", fmt.Sprintf("<= %g", cfg.MaxRSSDrift), rep.RSSDrift, rep.RSSEarly == 0 || rep.RSSDrift <= cfg.MaxRSSDrift, rep.RSSEarly > 0)
+	add("server RSS drift (%)", fmt.Sprintf("<= %g", 100*cfg.MaxRSSDrift), 100*rep.RSSDrift, rep.RSSEarly == 0 || rep.RSSDrift <= cfg.MaxRSSDrift, rep.RSSEarly > 0)
 	if rep.Metrics != nil {
 		g := rep.Goroutines[1] - rep.Goroutines[0]
 		add("goroutine growth", fmt.Sprintf("<= %g", cfg.MaxGoroutineGrowth), g, g <= cfg.MaxGoroutineGrowth, true)

@@ -27,9 +27,11 @@ func newTokenMinter(hexKey string) (*tokenMinter, error) {
 }
 
 // mintUser returns a token for (company, agent, user) valid until exp.
-// issued_at and jti are left out on purpose: tokens are minted once before
-// the ramp and reused by every reconnect of a long soak, which
-// auth.max_token_age or auth.reject_replay would otherwise refuse.
+// issued_at is left out on purpose: tokens are minted once before the ramp
+// and reused by every reconnect of a long soak, which auth.max_token_age
+// would otherwise refuse. The Minter always adds a random jti (so
+// auth.reject_replay can protect real tokens): a server under a churning
+// bench must keep auth.reject_replay off, its default.
 func (t *tokenMinter) mintUser(company, agent, user string, exp time.Time) (string, error) {
 	return t.m.MintUser(session.UserClaims{CompanyID: company, AgentID: agent, UserID: user, ExpiresAt: exp})
 }

@@ -53,7 +53,7 @@ func (f *loadFlags) register(fs *flag.FlagSet, scenario string, defN, defGroups 
 	fs.IntVar(&f.pid, "server-pid", 0, "server process to watch when not spawned (0: found by --addr's port)")
 	fs.StringVar(&f.tokenKey, "token-key", "", "user token AES-256 key, 64 `hex` (default $DWS_AUTH_TOKEN_AES_KEY; prefer the env)")
 	fs.StringVar(&f.apiKey, "api-key", "", "API key (default $DWS_AUTH_API_KEY)")
-	fs.StringVar(&f.out, "out", "", "report path `prefix`: PREFIX.json, PREFIX.md and PREFIX-*.png (default perf/"+scenario+"-<date>)")
+	fs.StringVar(&f.out, "out", "", "report path `prefix`: PREFIX.json, PREFIX.md and PREFIX-*.png (default bench-out/"+scenario+"-<date>; bench-out/ is untracked: copy results worth keeping to perf/)")
 	fs.StringVar(&f.logDir, "log-dir", "", "where spawned pods write their logs (default: a temp dir)")
 	fs.BoolVar(&f.quiet, "quiet", false, "no live progress line")
 }
@@ -75,7 +75,7 @@ func (f *loadFlags) config(scenario string, args []string) (bench.LoadConfig, er
 		f.apiKey = os.Getenv("DWS_AUTH_API_KEY")
 	}
 	if f.out == "" {
-		f.out = "perf/" + scenario + "-" + time.Now().UTC().Format("20060102-150405")
+		f.out = "bench-out/" + scenario + "-" + time.Now().UTC().Format("20060102-150405")
 	}
 	if f.spawn == "" && f.nats == "" {
 		return bench.LoadConfig{}, errors.New("--nats (or --spawn-server) is required")

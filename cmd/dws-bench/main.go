@@ -29,6 +29,7 @@ var scenarios = map[string]func(ctx context.Context, args []string, stdout, stde
 	"soak":    runSoak,
 	"cluster": runCluster,
 	"ab":      runAB,
+	"floor":   runFloor,
 }
 
 var planned []string
@@ -52,6 +53,10 @@ scenarios:
   cluster   --pods P pods (default 3) on one NATS JetStream and Redis, the
             sockets spread evenly over them: per-pod sockets and deliveries,
             the cross-pod share of deliveries, p50/p99, loss and duplicates
+  floor     the same load against a bare epoll writer (the floor) and then
+            dws, back to back: dws/floor ratios of p50/p99/p99.9, server CPU
+            per frame, highest rate held, handshakes/s, and RSS per idle
+            socket, asserted against issue 12's targets (exit 1 on a miss)
   ab        two dws binaries (--a, --b) in alternation on one fanout
             workload: per-binary medians of frames/s, p50, p99, server CPU
             per frame, and the B/A ratios
@@ -84,6 +89,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "floor-server":
+		// Hidden: the floor scenario's baseline server (bench/floor_*.go).
+		return runFloorServer(ctx, rest, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -122,7 +130,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		tokenKey  = fs.String("token-key", "", "user token AES-256 key, 64 `hex` (default $DWS_AUTH_TOKEN_AES_KEY; prefer the env: flags show in ps)")
 		apiKey    = fs.String("api-key", "", "API key (default $DWS_AUTH_API_KEY)")
 		tokenTTL  = fs.Duration("token-ttl", 24*time.Hour, "lifetime of the minted tokens")
-		out       = fs.String("out", "", "report path `prefix`: writes PREFIX.json and PREFIX.md (default perf/connect-<date>)")
+		out       = fs.String("out", "", "report path `prefix`: writes PREFIX.json and PREFIX.md (default bench-out/connect-<date>; bench-out/ is untracked: copy results worth keeping to perf/)")
 		quiet     = fs.Bool("quiet", false, "no live progress line")
 	)
 	fs.Usage = func() {
@@ -156,7 +164,7 @@ func runConnect(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		*apiKey = os.Getenv("DWS_AUTH_API_KEY")
 	}
 	if *out == "" {
-		*out = "perf/connect-" + time.Now().UTC().Format("20060102-150405")
+		*out = "bench-out/connect-" + time.Now().UTC().Format("20060102-150405")
 	}
 	cfg := bench.ConnectConfig{
 		Server: server, Sockets: *n, Procs: *procs, Rate: *rate, Inflight: *inflight,

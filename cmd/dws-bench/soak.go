@@ -19,7 +19,8 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		rate     = fs.Float64("rate", 100, "events/s throughout")
 		duration = fs.Duration("duration", 30*time.Minute, "how long to soak")
 		churn    = fs.Float64("churn", 10, "closes+reconnects per second (negative: none)")
-		drift    = fs.Float64("assert-rss-drift", 0.25, "asserted server RSS growth from the first tenth of the run to its end, as a fraction")
+		driftPct = fs.Float64("assert-rss-drift-pct", 25, "asserted server RSS growth from the end of the first tenth of the run to its end, in `percent` (25 = RSS may grow by a quarter; must be > 0)")
+		oldDrift = fs.String("assert-rss-drift", "", "removed: it took a fraction, so 1 meant 100 %; use --assert-rss-drift-pct")
 		gor      = fs.Float64("assert-goroutine-growth", 50, "asserted go_goroutines growth over the run")
 	)
 	fs.Usage = func() {
@@ -28,6 +29,14 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
+	}
+	if *oldDrift != "" {
+		fmt.Fprintln(stderr, "dws-bench soak: --assert-rss-drift (a fraction: 1 meant 100 %) is replaced by --assert-rss-drift-pct (percent, default 25)")
+		return 2
+	}
+	if *driftPct <= 0 {
+		fmt.Fprintln(stderr, "dws-bench soak: --assert-rss-drift-pct must be > 0")
+		return 2
 	}
 	lc, err := lf.config("soak", args)
 	if err != nil {
@@ -38,7 +47,7 @@ func runSoak(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		lc.Connect.Progress = stderr
 	}
 	rep, err := bench.RunSoak(ctx, bench.SoakConfig{
-		Load: lc, Rate: *rate, Duration: *duration, Churn: *churn, MaxRSSDrift: *drift, MaxGoroutineGrowth: *gor,
+		Load: lc, Rate: *rate, Duration: *duration, Churn: *churn, MaxRSSDrift: *driftPct / 100, MaxGoroutineGrowth: *gor,
 		Command: redactedCommand(append([]string{"dws-bench", "soak"}, args...)),
 	})
 	if err != nil {
