@@ -58,14 +58,15 @@ proto:
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" $(GO) generate ./bridge/forwardpb
 
-## bench: the load suite at small scale on embedded defaults (~2 min): fanout, slow, soak; reports and plots in perf/suite-*
+## bench: the load suite at small scale on embedded defaults: floor (dws/floor ratios, issue 12), fanout, slow, soak; reports in bench-out/ (untracked)
 bench: build
 	@ulimit -n 20000; \
 	export DWS_AUTH_TOKEN_AES_KEY=$${DWS_AUTH_TOKEN_AES_KEY:-$$(head -c32 /dev/urandom | od -An -tx1 | tr -d ' \n')}; \
 	export DWS_AUTH_API_KEY=$${DWS_AUTH_API_KEY:-bench-key}; rc=0; \
-	$(BIN)/dws-bench fanout --spawn-server $(BIN)/dws -n 5000 --groups 50 --rates 25,50,100,200 --step 5s --half 10s --out perf/suite-fanout || rc=1; \
-	$(BIN)/dws-bench slow --spawn-server $(BIN)/dws --hold 15s --out perf/suite-slow || rc=1; \
-	$(BIN)/dws-bench soak --spawn-server $(BIN)/dws -n 5000 --duration 30s --assert-rss-drift 1 --out perf/suite-soak || rc=1; \
+	$(BIN)/dws-bench floor --spawn-server $(BIN)/dws -n 5000 --groups 50 --procs 2 --rate 200 --duration 20s --sweep 400,800,1200 --sweep-step 5s --out bench-out/floor || rc=1; \
+	$(BIN)/dws-bench fanout --spawn-server $(BIN)/dws -n 5000 --groups 50 --rates 25,50,100,200 --step 5s --half 10s --out bench-out/suite-fanout || rc=1; \
+	$(BIN)/dws-bench slow --spawn-server $(BIN)/dws --hold 15s --out bench-out/suite-slow || rc=1; \
+	$(BIN)/dws-bench soak --spawn-server $(BIN)/dws -n 5000 --duration 30s --assert-rss-drift-pct 25 --out bench-out/suite-soak || rc=1; \
 	exit $$rc
 
 ## soak: 30 minutes at 15 000 sockets with churn and steady publishing; perf/soak-<date>

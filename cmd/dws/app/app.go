@@ -80,7 +80,8 @@ func New(cfg *config.Config) (*App, error) {
 	if a.Minter, err = session.NewMinter(userKey, adminKey); err != nil {
 		return nil, err
 	}
-	a.keys = session.NewAPIKeyGuard(cfg.Auth.APIKey, cfg.Auth.AdminAPIKey)
+	a.keys = session.NewAPIKeyGuardWith(session.APIKeys{User: cfg.Auth.APIKey, Admin: cfg.Auth.AdminAPIKey,
+		Issuer: cfg.Auth.IssuerAPIKey, AllowNoAPIKey: cfg.Auth.AllowNoAPIKey})
 	a.issuer = issuerDigest(cfg.Auth.IssuerAPIKey)
 	var cache session.TokenCache
 	if cfg.Auth.TokenCacheTTL > 0 {
