@@ -3,6 +3,8 @@ package reactor
 import (
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dws-gateway/dws/codec"
 	"github.com/dws-gateway/dws/session"
 )
@@ -95,24 +97,23 @@ func fits(c *conn, size int, lim *Limits) bool {
 // caps, in which case c is a slow consumer: the frame is dropped for c and
 // counted (SPEC §6), and the grace clock starts. On loop.
 func (l *loop) push(c *conn, frame []byte, lim *Limits) bool {
-	if !fits(c, len(frame), lim) {
-		l.srv.mx.dropSlow.Inc()
-		l.overflow(c)
-		return false
-	}
-	l.enqueue(c, frame)
-	return true
+	return l.pushCounted(c, frame, lim, l.srv.mx.dropSlow)
 }
 
-// pushControl queues a pong or an error frame for c. They share the
+// pushControl queues a pong, ping or error frame for c. They share the
 // events' budget (SPEC §6): a client that makes the server answer without
 // reading the answers fills its ring and is a slow consumer like any other,
 // and server memory stays within the per-socket caps. A frame over the
 // budget is dropped and counted as control_frame. The caller (or the end of
 // the loop turn) flushes. On loop.
 func (l *loop) pushControl(c *conn, frame []byte, lim *Limits) bool {
+	return l.pushCounted(c, frame, lim, l.srv.mx.dropControl)
+}
+
+// pushCounted is push with the drop counter of the frame's kind.
+func (l *loop) pushCounted(c *conn, frame []byte, lim *Limits, dropped prometheus.Counter) bool {
 	if !fits(c, len(frame), lim) {
-		l.srv.mx.dropControl.Inc()
+		dropped.Inc()
 		l.overflow(c)
 		return false
 	}
