@@ -17,6 +17,12 @@ import (
 // sockets on every pod, so whichever pod consumes an event must forward it
 // to the others: the run measures that cross-pod share beside the latency
 // and the loss.
+//
+// With issue 10 every event frame carries the stream's seq and the pods
+// split the stream's partitions: the run also checks that no socket saw a
+// seq out of order or twice, reports how the partitions ended up spread
+// over the pods and, with KillPod, SIGKILLs one pod during the window and
+// measures how long its partitions' events waited for a survivor.
 type ClusterConfig struct {
 	// Load holds the sockets, the dws binary (Spawn, required) and Redis.
 	// Load.Pods is ignored (Pods below counts them).
@@ -28,6 +34,17 @@ type ClusterConfig struct {
 	// Step is the measured window, Warmup the untracked publishing
 	// before it; defaults 10 s and 1 s.
 	Step, Warmup time.Duration
+	// KillPod, when > 0, is the index of the pod to SIGKILL during the
+	// measured window (never pod-0: it carries the broker); KillAfter is
+	// when, after the window starts (before Step ends).
+	KillPod   int
+	KillAfter time.Duration
+	// FailoverWindow is the span either side of the kill whose events
+	// the failover figure covers; default 1 s.
+	FailoverWindow time.Duration
+	// MaxFailover is the failover time asserted; default nats.failover
+	// (from --server-set, else dws's 5 s). Negative: report only.
+	MaxFailover time.Duration
 	// Command is the command line for the report, secrets masked.
 	Command string
 }
@@ -45,6 +62,8 @@ type ClusterReport struct {
 	Step       *StepFigures       `json:"step"`
 	Deliveries ClusterDeliveries  `json:"deliveries"`
 	Loss       LossFigures        `json:"loss"`
+	Partitions ClusterPartitions  `json:"partitions"`
+	Failover   *ClusterFailover   `json:"failover,omitempty"`
 	Publish    PublishFigures     `json:"publish"`
 	Errors     map[string]int64   `json:"errors"`
 	CloseCodes map[uint16]int64   `json:"close_codes"`
@@ -64,6 +83,11 @@ type ClusterPod struct {
 	Sockets   int64   `json:"sockets"`
 	Local     float64 `json:"deliveries_local"`
 	Forwarded float64 `json:"deliveries_forwarded"`
+	// PartitionsOwned is dws_partitions_owned at the end; nil when the pod
+	// was killed, not scraped or does not export it.
+	PartitionsOwned *float64 `json:"partitions_owned,omitempty"`
+	// Killed: the run SIGKILLed this pod.
+	Killed bool `json:"killed,omitempty"`
 }
 
 // ClusterDeliveries sums the pods' dws_deliveries_total by path.
@@ -90,6 +114,18 @@ func (c *ClusterConfig) applyDefaults() error {
 	}
 	if c.Warmup <= 0 {
 		c.Warmup = time.Second
+	}
+	if c.KillPod < 0 || c.KillPod >= c.Pods {
+		return fmt.Errorf("cluster: --kill-pod %d: want 1..%d (pod-0 carries the broker and is never killed)", c.KillPod, c.Pods-1)
+	}
+	if c.KillPod > 0 && (c.KillAfter <= 0 || c.KillAfter >= c.Step) {
+		return fmt.Errorf("cluster: --kill-after %s: want a time inside the %s window", c.KillAfter, c.Step)
+	}
+	if c.FailoverWindow <= 0 {
+		c.FailoverWindow = time.Second
+	}
+	if c.MaxFailover == 0 {
+		c.MaxFailover = configuredFailover(c.Load.ServerSet)
 	}
 	// One worker process per pod at least, and the same number on each,
 	// so the sockets split evenly.
@@ -135,13 +171,34 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 		Config:  settings,
 	}
 	m0 := scrapeAll(l.ps.ops)
-	st, err := l.step(ctx, fmt.Sprintf("rate %g/s", cfg.Rate), 1, cfg.Rate, cfg.Warmup, cfg.Step, nil)
+	var kill *killer
+	var windowStart time.Time
+	during := func() error {
+		windowStart = time.Now()
+		if cfg.KillPod > 0 {
+			kill = scheduleKill(pods[cfg.KillPod], cfg.KillAfter)
+		}
+		return nil
+	}
+	st, err := l.step(ctx, fmt.Sprintf("rate %g/s", cfg.Rate), 1, cfg.Rate, cfg.Warmup, cfg.Step, during)
 	if err != nil {
 		return nil, err
+	}
+	var killedAt time.Time
+	if kill != nil {
+		rep.Failover = &ClusterFailover{Pod: pods[cfg.KillPod].Name, Window: cfg.FailoverWindow.Seconds()}
+		at, err := kill.result(time.Second)
+		if err != nil {
+			rep.Failover.Error = err.Error()
+		} else {
+			killedAt = at
+			rep.Failover.KilledAfter = at.Sub(windowStart).Seconds()
+		}
 	}
 	m1 := scrapeAll(l.ps.ops)
 	for i, p := range pods {
 		cp := ClusterPod{PodInfo: PodInfo{Name: p.Name, PID: p.PID, WS: p.WS.String(), Log: p.LogPath}}
+		cp.Killed = kill != nil && i == cfg.KillPod && !killedAt.IsZero()
 		for j, w := range l.r.workers {
 			if j%len(pods) == i {
 				cp.Sockets += w.latest.Connected
@@ -150,16 +207,45 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 		if m0[i] != nil && m1[i] != nil {
 			cp.Local = m1[i].Get("dws_deliveries_total", `path="local"`) - m0[i].Get("dws_deliveries_total", `path="local"`)
 			cp.Forwarded = m1[i].Get("dws_deliveries_total", `path="forwarded"`) - m0[i].Get("dws_deliveries_total", `path="forwarded"`)
+			if v, ok := m1[i][ownedGauge]; ok {
+				cp.PartitionsOwned = &v
+			}
+		} else if cp.Killed {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s was killed: its deliveries and partitions are missing from the sums", p.Name))
 		} else {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s: /metrics not scraped; its deliveries are missing", p.Name))
 		}
 		rep.Pods = append(rep.Pods, cp)
 	}
+	rep.Partitions = partitionFigures(configuredPartitions(cfg.Load.ServerSet), m0, m1)
 	res, err := l.finish(ctx)
 	if err != nil {
 		return nil, err
 	}
 	res.fill(st, l.r.t0)
+	// The shared merge (load.go) knows nothing of the order check or the
+	// arrival profiles: both come from the workers' results directly.
+	var arrivals ArrivalProfile
+	res.loss.Sequenced, res.loss.Reordered = 0, 0
+	for _, w := range l.r.workers {
+		if w.result == nil || w.result.Track == nil {
+			continue
+		}
+		lf := w.result.Track.Loss
+		res.loss.Sequenced += lf.Sequenced
+		res.loss.Reordered += lf.Reordered
+		arrivals.merge(lf.Arrivals)
+	}
+	res.loss.Arrivals = nil
+	if f := rep.Failover; f != nil && !killedAt.IsZero() {
+		for j, w := range l.r.workers {
+			if j%len(pods) == cfg.KillPod {
+				f.Sockets += w.result.RampOpened
+			}
+		}
+		wait, found := failoverTime(&arrivals, TimelineStep, killedAt.Sub(l.r.t0), cfg.FailoverWindow)
+		f.Seconds, f.Found = wait.Seconds(), found
+	}
 	rep.fill(&cfg, l, res, st, m0, m1)
 	return rep, nil
 }
@@ -248,12 +334,24 @@ func (rep *ClusterReport) fill(cfg *ClusterConfig, l *loadRun, res *loadResult, 
 		d.ForwardedShare = d.Forwarded / t
 	}
 
+	if rep.Publish.Failed > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d publishes failed (last: %s); they are not owed to anyone", rep.Publish.Failed, rep.Publish.LastError))
+	}
+	rep.check(cfg)
+}
+
+// check derives the report's checks from its figures alone, and Passed.
+func (rep *ClusterReport) check(cfg *ClusterConfig) {
+	rep.Checks = nil
 	add := func(name, target string, value float64, met, assert bool) {
 		rep.Checks = append(rep.Checks, TargetCheck{Name: name, Target: target, Value: value, Met: met, Assert: assert})
 	}
 	s := rep.Sockets
 	add("sockets opened", fmt.Sprintf("= %d", s.Target), float64(s.RampOpened), s.RampOpened == int64(s.Target), true)
 	for _, p := range rep.Pods {
+		if p.Killed {
+			continue
+		}
 		want := int64(s.Target / max(1, len(rep.Pods)))
 		add(p.Name+" sockets", fmt.Sprintf("= %d", want), float64(p.Sockets), p.Sockets == want, false)
 	}
@@ -261,11 +359,32 @@ func (rep *ClusterReport) fill(cfg *ClusterConfig, l *loadRun, res *loadResult, 
 	add("events lost (sockets that stayed connected)", "= 0", float64(rep.Loss.Lost), rep.Loss.Lost == 0, true)
 	add("duplicate events", "= 0", float64(rep.Loss.Duplicates), rep.Loss.Duplicates == 0, true)
 	add("events on the wrong socket", "= 0", float64(rep.Loss.WrongSubject), rep.Loss.WrongSubject == 0, true)
-	if cfg.Pods > 1 {
-		add("cross-pod share of deliveries", "> 0", d.ForwardedShare, d.ForwardedShare > 0, true)
+	add("frames carrying the server's seq", "> 0", float64(rep.Loss.Sequenced), rep.Loss.Sequenced > 0, false)
+	add("reordered deliveries (seq not above the socket's last)", "= 0", float64(rep.Loss.Reordered), rep.Loss.Reordered == 0, true)
+	if rep.Loss.Sequenced == 0 {
+		rep.Notes = append(rep.Notes, "no frame carried a server seq (a server from before issue 10): the order check saw nothing to check")
 	}
-	if rep.Publish.Failed > 0 {
-		rep.Notes = append(rep.Notes, fmt.Sprintf("%d publishes failed (last: %s); they are not owed to anyone", rep.Publish.Failed, rep.Publish.LastError))
+	if cfg.Pods > 1 {
+		add("cross-pod share of deliveries", "> 0", rep.Deliveries.ForwardedShare, rep.Deliveries.ForwardedShare > 0, true)
+	}
+	if pf := rep.Partitions; pf.Exposed && pf.Owned > 0 {
+		add("partitions owned by the live pods", fmt.Sprintf("= %d", pf.Configured), pf.Owned, pf.Owned == float64(pf.Configured), true)
+		add("largest gap of a live pod's partitions to its share", fmt.Sprintf("<= 1 (share %.2f)", pf.Share), pf.MaxOff, pf.MaxOff <= 1, true)
+	} else if cfg.Pods > 1 {
+		// The gauge exists before the partitions are wired, at 0: then
+		// every pod shares one durable consumer and nobody owns anything.
+		rep.Notes = append(rep.Notes, "no pod owns a partition (dws_partitions_owned absent or 0: a server from before issue 10): partition balance not checked")
+	}
+	if f := rep.Failover; f != nil {
+		switch {
+		case f.Error != "":
+			add("pod killed", "yes", 0, false, true)
+		case !f.Found:
+			add("events around the kill received", "> 0", 0, false, true)
+		default:
+			add("failover: last event around the kill reached its sockets (s)", fmt.Sprintf("<= %g", cfg.MaxFailover.Seconds()),
+				f.Seconds, cfg.MaxFailover < 0 || f.Seconds <= cfg.MaxFailover.Seconds(), cfg.MaxFailover > 0)
+		}
 	}
 	rep.Passed = checksPass(rep.Checks)
 }
@@ -278,12 +397,20 @@ func (rep *ClusterReport) Markdown() string {
 	writeHeader(&b, rep.Command, rep.Machine, rep.Config, nil)
 	p("%d pods started by the bench share Redis and one NATS JetStream (%s, embedded in pod-0): one durable consumer for all; each pod holds an equal share of the sockets.\n\n", len(rep.Pods), rep.NATSURL)
 	p("**Result: %s.**\n\n", passText(rep.Passed))
-	p("## Pods\n\n| pod | pid | ws | sockets | local deliveries | forwarded deliveries |\n| --- | --- | --- | --- | --- | --- |\n")
+	p("## Pods\n\n| pod | pid | ws | sockets | local deliveries | forwarded deliveries | partitions owned |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, pd := range rep.Pods {
-		p("| %s | %d | %s | %d | %.0f | %.0f |\n", pd.Name, pd.PID, pd.WS, pd.Sockets, pd.Local, pd.Forwarded)
+		owned := "—"
+		switch {
+		case pd.Killed:
+			owned = "killed"
+		case pd.PartitionsOwned != nil:
+			owned = fmt.Sprintf("%.0f", *pd.PartitionsOwned)
+		}
+		p("| %s | %d | %s | %d | %.0f | %.0f | %s |\n", pd.Name, pd.PID, pd.WS, pd.Sockets, pd.Local, pd.Forwarded, owned)
 	}
 	d := rep.Deliveries
 	p("\nCross-pod share of deliveries: **%.1f %%** (%.0f forwarded of %.0f).\n\n", 100*d.ForwardedShare, d.Forwarded, d.Local+d.Forwarded)
+	writeClusterOrder(&b, rep)
 	if st := rep.Step; st != nil {
 		p("## Step\n\n")
 		writeSteps(&b, []*StepFigures{st})

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"math/bits"
 	"strconv"
 	"sync"
@@ -22,6 +23,20 @@ const (
 	ClassSlow  = 2
 	numClasses = 3
 )
+
+// Subscription kinds of an event, for the order check: dws numbers a
+// socket's chats events and its selected chat's messages events as two
+// separate increasing sequences.
+const (
+	kindChats    = 0
+	kindMessages = 1
+	numKinds     = 2
+)
+
+// maxArrivalBuckets bounds the arrival profile (10 minutes of publish time
+// at TimelineStep): the failover figure needs only the seconds around a
+// kill, and a soak must not ship hours of it.
+const maxArrivalBuckets = 6000
 
 // maxTrackedSeq bounds one socket's seen-bitset (4 M events of one subject,
 // 512 KiB): a larger sequence is counted as received but not checked.
@@ -51,6 +66,11 @@ type trackShard struct {
 	dups     int64
 	wrong    int64 // events whose subject is not the socket's group's
 	untagged int64 // events without a seq (not the bench's)
+	// sequenced counts frames carrying the server's seq; reordered those
+	// whose seq was not above every earlier one of the same socket and
+	// subscription kind (a repeat included).
+	sequenced, reordered int64
+	arrivals             ArrivalProfile
 }
 
 type phaseTrack struct {
@@ -59,9 +79,12 @@ type phaseTrack struct {
 }
 
 // sockTrack is one socket's receipts. interrupted: the socket closed at
-// some point, so a gap in its sequence is not the server's loss.
+// some point, so a gap in its sequence is not the server's loss. last is
+// the highest server seq seen per subscription kind on the current
+// connection (0 = none yet: dws numbers from 1).
 type sockTrack struct {
 	seen        []uint64
+	last        [numKinds]int64
 	interrupted bool
 }
 
@@ -111,7 +134,24 @@ func (t *tracker) event(id int, ev *client.Event) {
 		sh.timeline = append(sh.timeline, 0)
 	}
 	sh.timeline[i]++
-	if ev.Seq < 0 {
+	seq := ev.Seq
+	if srv, row, ok := envelopeSeqs(ev.Payload); ok {
+		// The client took the first "seq" of the frame, the server's:
+		// the bench's own is row_data's, inside the payload.
+		seq = row
+		sh.sequenced++
+		st := &t.socks[id-t.from]
+		k := subscriptionKind(ev.Subject)
+		if srv <= st.last[k] {
+			sh.reordered++
+		} else {
+			st.last[k] = srv
+		}
+	}
+	if ev.TS > 0 {
+		sh.arrivals.record(ev.TS-t.t0.UnixNano(), now.Sub(t.t0), ev.Latency)
+	}
+	if seq < 0 {
 		sh.untagged++
 		return
 	}
@@ -120,7 +160,7 @@ func (t *tracker) event(id int, ev *client.Event) {
 		sh.wrong++
 		return
 	}
-	if s := ev.Seq; s < maxTrackedSeq {
+	if s := seq; s < maxTrackedSeq {
 		st := &t.socks[id-t.from]
 		w := int(s >> 6)
 		for w >= len(st.seen) {
@@ -146,12 +186,117 @@ func (t *tracker) event(id int, ev *client.Event) {
 	_ = p.hist.RecordValue(min(max(us, 1), p.hist.HighestTrackableValue()))
 }
 
-// interrupt marks socket id as having closed; it runs on id's loop.
+// interrupt marks socket id as having closed; it runs on id's loop. A
+// reconnected socket is a new subscription: its order check starts over.
 func (t *tracker) interrupt(id int) {
 	sh := &t.shards[id%len(t.shards)]
 	sh.mu.Lock()
-	t.socks[id-t.from].interrupted = true
+	st := &t.socks[id-t.from]
+	st.interrupted = true
+	st.last = [numKinds]int64{}
 	sh.mu.Unlock()
+}
+
+// The event envelope as dws writes it with a sequence (codec.AppendEventSeq):
+// {"type":"event","seq":N,"payload":...}. seq comes first, so it is read at
+// a fixed offset.
+var (
+	envelopeSeqPrefix = []byte(`{"type":"event","seq":`)
+	rowSeqKey         = []byte(`"seq":`)
+	messagesInfix     = []byte(`.messages.`)
+)
+
+// envelopeSeqs returns the server's seq of frame p and the bench's row_data
+// seq inside its payload (-1 when absent); ok is false for a frame without
+// a server seq (a server from before issue 10, or not an event).
+func envelopeSeqs(p []byte) (server, row int64, ok bool) {
+	if !bytes.HasPrefix(p, envelopeSeqPrefix) {
+		return 0, -1, false
+	}
+	rest := p[len(envelopeSeqPrefix):]
+	n := 0
+	for ; n < len(rest) && n < 19 && rest[n] >= '0' && rest[n] <= '9'; n++ {
+		server = server*10 + int64(rest[n]-'0')
+	}
+	if n == 0 {
+		return 0, -1, false
+	}
+	return server, decimalAfter(rest[n:], rowSeqKey, -1), true
+}
+
+// decimalAfter parses the non-negative decimal integer following key in p,
+// or returns def.
+func decimalAfter(p, key []byte, def int64) int64 {
+	i := bytes.Index(p, key)
+	if i < 0 {
+		return def
+	}
+	p = p[i+len(key):]
+	for len(p) > 0 && p[0] == ' ' {
+		p = p[1:]
+	}
+	var v int64
+	n := 0
+	for ; n < len(p) && n < 19 && p[n] >= '0' && p[n] <= '9'; n++ {
+		v = v*10 + int64(p[n]-'0')
+	}
+	if n == 0 {
+		return def
+	}
+	return v
+}
+
+// subscriptionKind tells a messages event (websocket.{C}.{A}.messages.{X})
+// from a chats one by the subject the bench wrote into row_data.
+func subscriptionKind(subject []byte) int {
+	if bytes.Contains(subject, messagesInfix) {
+		return kindMessages
+	}
+	return kindChats
+}
+
+// ArrivalProfile is, per TimelineStep of publish time since T0, the latest
+// receipt (µs since T0) and the longest publish → receipt latency (µs) of
+// the events published in it and received by a worker's sockets: what the
+// failover figure of a kill needs, whenever the kill happens. 0 = no event.
+type ArrivalProfile struct {
+	LastUs       []int64 `json:"last_us,omitempty"`
+	MaxLatencyUs []int64 `json:"max_latency_us,omitempty"`
+}
+
+// record adds one event published at pub and received at recv (both since
+// T0) after lat.
+func (a *ArrivalProfile) record(pub int64, recv, lat time.Duration) {
+	if pub < 0 {
+		return
+	}
+	i := int(pub / int64(TimelineStep))
+	if i >= maxArrivalBuckets {
+		return
+	}
+	for i >= len(a.LastUs) {
+		a.LastUs = append(a.LastUs, 0)
+		a.MaxLatencyUs = append(a.MaxLatencyUs, 0)
+	}
+	a.LastUs[i] = max(a.LastUs[i], max(1, recv.Microseconds()))
+	a.MaxLatencyUs[i] = max(a.MaxLatencyUs[i], max(1, lat.Microseconds()))
+}
+
+// merge folds o into a, bucket by bucket.
+func (a *ArrivalProfile) merge(o *ArrivalProfile) {
+	if o == nil {
+		return
+	}
+	for i := range o.LastUs {
+		if i >= len(a.LastUs) {
+			a.LastUs = append(a.LastUs, 0)
+			a.MaxLatencyUs = append(a.MaxLatencyUs, 0)
+		}
+		a.LastUs[i] = max(a.LastUs[i], o.LastUs[i])
+		if i < len(o.MaxLatencyUs) {
+			a.MaxLatencyUs[i] = max(a.MaxLatencyUs[i], o.MaxLatencyUs[i])
+		}
+	}
 }
 
 // LossFigures count missing and repeated events among the sockets that
@@ -171,6 +316,17 @@ type LossFigures struct {
 	Duplicates int64 `json:"duplicates"`
 	// WrongSubject counts events a socket should never have seen.
 	WrongSubject int64 `json:"wrong_subject"`
+	// Sequenced counts frames that carried the server's seq (issue 10);
+	// 0 = a server from before it, and Reordered means nothing.
+	Sequenced int64 `json:"sequenced,omitempty"`
+	// Reordered counts frames whose server seq was not above every
+	// earlier seq of the same socket connection and subscription kind
+	// (chats, messages): out of order, or a repeat.
+	Reordered int64 `json:"reordered,omitempty"`
+	// Arrivals is the worker's arrival profile (all sockets, closed ones
+	// included), for the cluster scenario's failover figure; a worker
+	// ships it, merged reports leave it out.
+	Arrivals *ArrivalProfile `json:"arrivals,omitempty"`
 }
 
 // loss checks every socket against what was published: per group,
@@ -179,12 +335,19 @@ type LossFigures struct {
 // open now.
 func (t *tracker) loss(next, failed []int64, open func(id int) bool) LossFigures {
 	var f LossFigures
+	arr := &ArrivalProfile{}
 	for i := range t.shards {
 		sh := &t.shards[i]
 		sh.mu.Lock()
 		f.Duplicates += sh.dups
 		f.WrongSubject += sh.wrong
+		f.Sequenced += sh.sequenced
+		f.Reordered += sh.reordered
+		arr.merge(&sh.arrivals)
 		sh.mu.Unlock()
+	}
+	if len(arr.LastUs) > 0 {
+		f.Arrivals = arr
 	}
 	for k := range t.socks {
 		id := t.from + k

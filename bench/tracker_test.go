@@ -1,11 +1,14 @@
 package bench
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/dws-gateway/dws/bench/client"
+	"github.com/dws-gateway/dws/codec"
 )
 
 func trackEvent(t *tracker, id int, seq int64, subject string, phase int64) {
@@ -125,5 +128,159 @@ dws_fanout_latency_seconds_bucket{le="+Inf"} 7 1700000000
 	}
 	if got := m.Get("dws_fanout_latency_seconds_bucket", `le="+Inf"`); got != 7 {
 		t.Errorf("bucket with a timestamp = %g, want 7", got)
+	}
+}
+
+// benchPayload is the publisher's payload shape (publisher.go) for event
+// seq of group g.
+func benchPayload(g int, seq int64, subject string, ts int64) []byte {
+	return []byte(fmt.Sprintf(`{"event_id":"b%d-%d","company_id":"c%d","agent_id":"a%d","row_data":{"seq":%d,"subject":"%s","phase":1,"ts":%d}}`,
+		g, seq, g, g, seq, subject, ts))
+}
+
+// seqEvent is the client.Event the bench client makes of a frame dws wrote
+// with server seq srv (0: the frame of a server from before issue 10). Like
+// the client, it takes the frame's first "seq", which is the server's.
+func seqEvent(srv uint64, row int64, subject string) *client.Event {
+	frame := codec.AppendEventSeq(nil, srv, benchPayload(0, row, subject, 0))
+	return &client.Event{
+		Payload: frame, Seq: decimalAfter(frame, rowSeqKey, -1), Subject: []byte(subject),
+		Phase: 1, Latency: time.Millisecond,
+	}
+}
+
+func TestEnvelopeSeqs_ReadsTheServersSeqAndTheBenchs(t *testing.T) {
+	subj := ChatsSubject(3)
+	cases := []struct {
+		name      string
+		frame     []byte
+		srv, row  int64
+		sequenced bool
+	}{
+		{"server seq and row seq", codec.AppendEventSeq(nil, 1234, benchPayload(3, 17, subj, 99)), 1234, 17, true},
+		{"row seq 0", codec.AppendEventSeq(nil, 1, benchPayload(3, 0, subj, 99)), 1, 0, true},
+		{"large server seq", codec.AppendEventSeq(nil, 9007199254740993, benchPayload(3, 5, subj, 99)), 9007199254740993, 5, true},
+		{"payload without row_data", codec.AppendEventSeq(nil, 7, []byte(`{"x":1}`)), 7, -1, true},
+		{"old server: no seq in the envelope", codec.AppendEvent(nil, benchPayload(3, 17, subj, 99)), 0, -1, false},
+		{"seq 0 is written as the old shape", codec.AppendEventSeq(nil, 0, benchPayload(3, 17, subj, 99)), 0, -1, false},
+		{"not a number", []byte(`{"type":"event","seq":"x","payload":{}}`), 0, -1, false},
+		{"ready frame", []byte(`{"type":"ready","epoch":"E1"}`), 0, -1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, row, ok := envelopeSeqs(tc.frame)
+			if srv != tc.srv || row != tc.row || ok != tc.sequenced {
+				t.Errorf("envelopeSeqs(%s) = %d, %d, %v; want %d, %d, %v", tc.frame, srv, row, ok, tc.srv, tc.row, tc.sequenced)
+			}
+		})
+	}
+}
+
+func TestSubscriptionKind_SplitsChatsFromMessages(t *testing.T) {
+	cases := []struct {
+		subject string
+		want    int
+	}{
+		{"websocket.c1.a1.chats", kindChats},
+		{"websocket.c1.a1.messages.chat-9", kindMessages},
+		{"", kindChats},
+	}
+	for _, tc := range cases {
+		if got := subscriptionKind([]byte(tc.subject)); got != tc.want {
+			t.Errorf("subscriptionKind(%q) = %d, want %d", tc.subject, got, tc.want)
+		}
+	}
+}
+
+func TestTracker_Reordered_PerSocketAndSubscription(t *testing.T) {
+	chats, msgs := ChatsSubject(0), "websocket.c0.a0.messages.x"
+	type frame struct {
+		id        int    // socket (all in group 0 of one group)
+		srv       uint64 // server seq; 0 = old server
+		subject   string
+		interrupt bool // close the socket before this frame
+	}
+	cases := []struct {
+		name                 string
+		frames               []frame
+		sequenced, reordered int64
+	}{
+		{"increasing", []frame{{0, 1, chats, false}, {0, 2, chats, false}, {0, 5, chats, false}}, 3, 0},
+		{"one late frame", []frame{{0, 1, chats, false}, {0, 3, chats, false}, {0, 2, chats, false}, {0, 4, chats, false}}, 4, 1},
+		// Every frame after 5 that is not above 5 is out of order.
+		{"two behind a jump", []frame{{0, 1, chats, false}, {0, 2, chats, false}, {0, 5, chats, false}, {0, 3, chats, false}, {0, 4, chats, false}, {0, 6, chats, false}}, 6, 2},
+		{"a repeat", []frame{{0, 1, chats, false}, {0, 2, chats, false}, {0, 2, chats, false}}, 3, 1},
+		{"sockets are separate", []frame{{0, 5, chats, false}, {1, 1, chats, false}, {1, 2, chats, false}, {0, 6, chats, false}}, 4, 0},
+		{"subscriptions are separate", []frame{{0, 10, chats, false}, {0, 3, msgs, false}, {0, 11, chats, false}, {0, 4, msgs, false}}, 4, 0},
+		{"messages out of order", []frame{{0, 10, chats, false}, {0, 4, msgs, false}, {0, 3, msgs, false}}, 3, 1},
+		{"a reconnect starts over", []frame{{0, 8, chats, false}, {0, 9, chats, false}, {0, 2, chats, true}, {0, 3, chats, false}}, 4, 0},
+		{"old server: nothing to check", []frame{{0, 0, chats, false}, {0, 0, chats, false}}, 0, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := newTracker(0, 2, 1, 0, 2, nil, time.Now())
+			for i, f := range tc.frames {
+				if f.interrupt {
+					tr.interrupt(f.id)
+				}
+				tr.event(f.id, seqEvent(f.srv, int64(i), f.subject))
+			}
+			got := tr.loss([]int64{0}, nil, func(int) bool { return true })
+			if got.Sequenced != tc.sequenced || got.Reordered != tc.reordered {
+				t.Errorf("sequenced %d, reordered %d; want %d, %d", got.Sequenced, got.Reordered, tc.sequenced, tc.reordered)
+			}
+		})
+	}
+}
+
+func TestTracker_SequencedFrames_LossUsesTheBenchsSeq(t *testing.T) {
+	// The server's seq (1000+) is the frame's first "seq"; loss and
+	// duplicates must follow row_data's (0..4), not it.
+	tr := newTracker(0, 2, 1, 0, 1, nil, time.Now())
+	subj := ChatsSubject(0)
+	for row := range int64(5) {
+		tr.event(0, seqEvent(uint64(1000+row), row, subj))
+		if row != 2 {
+			tr.event(1, seqEvent(uint64(1000+row), row, subj))
+		}
+	}
+	tr.event(0, seqEvent(1003, 3, subj)) // a repeat: duplicate and reordered
+	got := tr.loss([]int64{5}, nil, func(int) bool { return true })
+	want := LossFigures{Checked: 2, Lost: 1, SocketsWithLoss: 1, Duplicates: 1, Sequenced: 10, Reordered: 1}
+	if got != want {
+		t.Errorf("loss = %+v, want %+v", got, want)
+	}
+}
+
+func TestArrivalProfile_RecordAndMergeKeepTheLatest(t *testing.T) {
+	var a, b ArrivalProfile
+	step := int64(TimelineStep)
+	a.record(0, 5*time.Millisecond, 5*time.Millisecond)
+	a.record(step/2, 80*time.Millisecond, 30*time.Millisecond)
+	a.record(2*step+1, 300*time.Millisecond, 99*time.Millisecond)
+	a.record(-1, time.Second, time.Second)                     // before T0: ignored
+	a.record(maxArrivalBuckets*step, time.Hour, time.Hour)     // past the bound: ignored
+	b.record(step/4, 90*time.Millisecond, 20*time.Millisecond) // later receipt, shorter latency
+	b.record(3*step, 4*time.Second, 3700*time.Millisecond)     // a bucket a lacks
+	a.merge(&b)
+	a.merge(nil)
+	wantLast := []int64{90000, 0, 300000, 4000000}
+	wantLat := []int64{30000, 0, 99000, 3700000}
+	if !slices.Equal(a.LastUs, wantLast) || !slices.Equal(a.MaxLatencyUs, wantLat) {
+		t.Errorf("profile last %v latency %v; want %v, %v", a.LastUs, a.MaxLatencyUs, wantLast, wantLat)
+	}
+}
+
+func TestTracker_Loss_ShipsTheArrivalProfile(t *testing.T) {
+	t0 := time.Now().Add(-time.Second)
+	tr := newTracker(0, 1, 1, 0, 1, nil, t0)
+	ev := seqEvent(1, 0, ChatsSubject(0))
+	ev.TS = t0.Add(150 * time.Millisecond).UnixNano()
+	ev.Latency = 2 * time.Millisecond
+	tr.event(0, ev)
+	got := tr.loss([]int64{1}, nil, func(int) bool { return true })
+	a := got.Arrivals
+	if a == nil || len(a.LastUs) != 2 || a.LastUs[1] < 900000 || a.MaxLatencyUs[1] != 2000 {
+		t.Errorf("arrivals %+v: want bucket 1 with a receipt ~1 s after T0 and 2 ms latency", a)
 	}
 }

@@ -26,6 +26,12 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		rate   = fs.Float64("rate", 100, "events/s published over the groups")
 		step   = fs.Duration("step", 10*time.Second, "measured window")
 		warmup = fs.Duration("warmup", time.Second, "untracked publishing before the window")
+		// Issue 10: a pod's death must not stall its partitions past
+		// nats.failover.
+		killPod     = fs.Int("kill-pod", 0, "SIGKILL pod `N` (1..pods-1; pod-0 carries the broker) during the window and measure the failover; 0 = no kill")
+		killAfter   = fs.Duration("kill-after", 0, "when to kill, after the window starts (with --kill-pod; inside --step)")
+		maxFailover = fs.Duration("max-failover", 0, "failover time asserted after the kill (0: nats.failover from --server-set, else 5s; negative: report only)")
+		failWindow  = fs.Duration("failover-window", time.Second, "events published this close to the kill, before or after, count for the failover time")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: dws-bench cluster --spawn-server BINARY [flags]\n\n")
@@ -48,6 +54,7 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	}
 	rep, err := bench.RunCluster(ctx, bench.ClusterConfig{
 		Load: lc, Pods: lf.pods, Rate: *rate, Step: *step, Warmup: *warmup,
+		KillPod: *killPod, KillAfter: *killAfter, MaxFailover: *maxFailover, FailoverWindow: *failWindow,
 		Command: redactedCommand(append([]string{"dws-bench", "cluster"}, args...)),
 	})
 	if err != nil {
@@ -67,5 +74,11 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	fmt.Fprintf(stdout, "cluster: %d pods, cross-pod share %.1f%%, %.0f frames/s, p50 %.2f ms, p99 %.2f ms; lost %d, duplicates %d over %d sockets\n",
 		len(rep.Pods), 100*rep.Deliveries.ForwardedShare, st.DeliveredPerSec, float64(st.Latency.P50Us)/1000, float64(st.Latency.P99Us)/1000,
 		rep.Loss.Lost, rep.Loss.Duplicates, rep.Loss.Checked)
+	fmt.Fprintf(stdout, "order: %d frames with a server seq, %d reordered; partitions owned %.0f of %d over %d live pods (largest gap to the share %.2f)\n",
+		rep.Loss.Sequenced, rep.Loss.Reordered, rep.Partitions.Owned, rep.Partitions.Configured, rep.Partitions.Live, rep.Partitions.MaxOff)
+	if f := rep.Failover; f != nil {
+		fmt.Fprintf(stdout, "failover: %s killed %.2f s into the window, %d sockets excluded; failover %.2f s (found %v) %s\n",
+			f.Pod, f.KilledAfter, f.Sockets, f.Seconds, f.Found, f.Error)
+	}
 	return finishReport(stdout, rep.Checks, rep.Passed, jsonPath, mdPath)
 }
