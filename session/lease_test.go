@@ -111,7 +111,7 @@ func TestDegraded_RedisKilledAndRestarted_KeysReassertedDuplicatesResolved(t *te
 
 	proc.kill()
 	eventually(t, 2*time.Second, "both pods degraded", func() bool { return !a.Healthy() && !b.Healthy() })
-	if g := testutil.ToFloat64(a.m.Degraded); g != 1 {
+	if g := testutil.ToFloat64(a.core.m.Degraded); g != 1 {
 		t.Fatalf("degraded gauge %v, want 1", g)
 	}
 	start := time.Now()
@@ -138,7 +138,7 @@ func TestDegraded_RedisKilledAndRestarted_KeysReassertedDuplicatesResolved(t *te
 
 	proc.start() // empty: every key is gone
 	eventually(t, 2*optA.RefreshInterval+time.Second, "both pods healthy again", func() bool { return a.Healthy() && b.Healthy() })
-	if g := testutil.ToFloat64(a.m.Degraded); g != 0 {
+	if g := testutil.ToFloat64(a.core.m.Degraded); g != 0 {
 		t.Fatalf("degraded gauge %v after recovery", g)
 	}
 	want := map[string]string{
@@ -224,7 +224,7 @@ func TestDegraded_RedisDown_BacksOffInsteadOfSpinning(t *testing.T) {
 	if err != nil || !got.Degraded || got.Takeover != TakeoverNone {
 		t.Fatalf("accept_local: %+v %v", got, err)
 	}
-	if g := testutil.ToFloat64(a.m.Degraded); g != 1 {
+	if g := testutil.ToFloat64(a.core.m.Degraded); g != 1 {
 		t.Fatalf("degraded gauge %v", g)
 	}
 	before := totalRedisErrors(a)
@@ -239,7 +239,7 @@ func TestDegraded_RedisDown_BacksOffInsteadOfSpinning(t *testing.T) {
 func totalRedisErrors(s *testStore) float64 {
 	var n float64
 	for _, op := range []string{"lease", "subscribe", "start", "acquire", "join", "pods", "release", "refresh"} {
-		n += testutil.ToFloat64(s.m.RedisErrors.WithLabelValues(op))
+		n += testutil.ToFloat64(s.core.m.RedisErrors.WithLabelValues(op))
 	}
 	return n
 }
@@ -252,10 +252,10 @@ func TestDegraded_JoinWhileDown_SucceedsAndIsWrittenLater(t *testing.T) {
 	if err := a.Routes().Join(context.Background(), rt); err != nil {
 		t.Fatal(err)
 	}
-	a.mu.Lock()
-	e := a.routes[a.keys.route(rt)]
+	a.routes.mu.Lock()
+	e := a.routes.entries[a.core.keys.route(rt)]
 	dirty := e != nil && e.dirty && e.refs == 1
-	a.mu.Unlock()
+	a.routes.mu.Unlock()
 	if !dirty {
 		t.Fatal("join while down not recorded for re-assertion")
 	}
@@ -292,8 +292,7 @@ func TestRefresh_CostGrowsWithPodsNotSockets(t *testing.T) {
 	t.Logf("steady state, %d sockets: %s over 5 ticks", sockets, hook)
 	// A full re-assert (after a Redis restart): batches of refresh_batch.
 	hook.reset()
-	a.needFull.Store(true)
-	a.wake()
+	a.core.requestFull()
 	owned := sockets * 2 // a lock and a message route per socket
 	want := int64(1 + (owned+opt.RefreshBatch-1)/opt.RefreshBatch)
 	eventually(t, time.Second, "full re-assert", func() bool { return hook.roundTrips.Load() >= want })

@@ -2,21 +2,19 @@ package session
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dws-gateway/dws/codec"
 	"github.com/dws-gateway/dws/internal/logx"
-	"github.com/dws-gateway/dws/internal/safego"
 )
 
-// redisLocker is the single-session lock of SPEC §4 on Redis. It is the
-// RedisStore itself seen through the Locker interface.
+// redisLocker is the single-session lock of SPEC §4 on Redis.
 //
 // Like MemoryLocker, the lock is per pod, not per socket (the key's value
 // is the pod id): a second Acquire of a key this pod holds succeeds with
@@ -24,7 +22,41 @@ import (
 // the pod stops owning the session (its current socket closes), not when a
 // socket replaced by a newer local one closes, nor after an Evict (the key
 // belongs to the newcomer then).
-type redisLocker RedisStore
+//
+// Liveness follows the pod-lease design of DESIGN "Redis cost at fleet
+// scale": a lock key names its pod and counts only while that pod's lease
+// lives (redisRegistry); the key's own TTL is long and refreshed lazily.
+// All methods are safe for concurrent use.
+type redisLocker struct {
+	c   *redisCore
+	reg *redisRegistry // holders' leases, on the Redis Cluster path
+
+	killWait time.Duration // session.kill_wait
+	ttl      time.Duration // long GC TTL of lock keys
+	// reassertEvery is the lazy re-assert period of a key: a third of
+	// the GC TTL leaves two more tries before a key lapses.
+	reassertEvery time.Duration
+
+	evictor atomic.Pointer[evictorBox]
+	ps      atomic.Pointer[redis.PubSub] // the kill-notice subscription, closed by RedisStores.Close
+
+	mu      sync.Mutex
+	entries map[string]*lockEntry // by session suffix
+	acqGen  uint64                // successful Acquires so far (lockEntry.acqGen)
+}
+
+// newRedisLocker applies the lock defaults to opts.
+func newRedisLocker(c *redisCore, reg *redisRegistry, opts RedisLockOptions) *redisLocker {
+	ttl := max(10*orDefault(opts.SessionTTL, defaultSessionTTL), minGCTTL)
+	return &redisLocker{
+		c:             c,
+		reg:           reg,
+		killWait:      orDefault(opts.KillWait, defaultKillWait),
+		ttl:           ttl,
+		reassertEvery: ttl / 3,
+		entries:       make(map[string]*lockEntry),
+	}
+}
 
 // lockEntry is what this pod knows about one session key it holds, is
 // acquiring, or still has to give up.
@@ -51,44 +83,36 @@ const (
 	acquireBackoffMax = 400 * time.Millisecond
 )
 
-// reEvictDelays: a notice can reach this pod between Acquire returning and
-// the reactor indexing the socket, so that Evict finds nothing. The store
-// evicts again after each delay unless the key was acquired again since
-// (the reactor ignores an Evict for a key it has no socket for).
-var reEvictDelays = []time.Duration{100 * time.Millisecond, time.Second}
-
 var (
-	errStoreDown   = errors.New("session store unavailable")
 	errUnavailable = codec.NewError(codec.CodeServiceUnavailable, "session store unavailable")
 	errSuperseded  = codec.NewError(codec.CodeSessionConflict, "session taken over by a newer connection")
 )
 
 // Acquire implements Locker: newest connection wins (SPEC §4).
 func (l *redisLocker) Acquire(ctx context.Context, key string) (Acquired, error) {
-	s := (*RedisStore)(l)
-	s.mu.Lock()
-	e := s.locks[key]
+	l.mu.Lock()
+	e := l.entries[key]
 	if e == nil {
 		e = &lockEntry{}
-		s.locks[key] = e
+		l.entries[key] = e
 	}
 	e.pending++
 	snap := e.killSeq
-	s.mu.Unlock()
+	l.mu.Unlock()
 
-	if !s.Healthy() {
-		return s.acquireDown(key, e, snap)
+	if !l.c.isHealthy() {
+		return l.acquireDown(key, e, snap)
 	}
 	e.io.Lock()
 	defer e.io.Unlock()
-	t, committed, err := s.acquireRemote(ctx, key, e, snap)
+	t, committed, err := l.acquireRemote(ctx, key, e, snap)
 	switch {
 	case err == nil:
-		return s.finishAcquire(ctx, key, e, snap, t, committed)
+		return l.finishAcquire(ctx, key, e, snap, t, committed)
 	case errors.Is(err, errStoreDown):
-		return s.acquireDown(key, e, snap)
+		return l.acquireDown(key, e, snap)
 	default:
-		s.abandon(key, e)
+		l.abandon(key, e)
 		return Acquired{}, err
 	}
 }
@@ -100,9 +124,9 @@ func (l *redisLocker) Acquire(ctx context.Context, key string) (Acquired, error)
 // on it does not step aside for a newer connection (a kill notice received
 // for the key): it already told the holder to let go, and stepping aside
 // too would leave nobody holding the key.
-func (s *RedisStore) acquireRemote(ctx context.Context, key string, e *lockEntry, snap uint64) (t Takeover, committed bool, err error) {
-	skey, channel := s.keys.session(key), s.keys.killChannel(key)
-	deadline := time.Now().Add(s.opt.KillWait)
+func (l *redisLocker) acquireRemote(ctx context.Context, key string, e *lockEntry, snap uint64) (t Takeover, committed bool, err error) {
+	skey, channel := l.c.keys.session(key), l.c.keys.killChannel(key)
+	deadline := time.Now().Add(l.killWait)
 	backoff := acquireBackoffMin
 	var (
 		notified string // holder already sent a kill notice
@@ -112,20 +136,20 @@ func (s *RedisStore) acquireRemote(ctx context.Context, key string, e *lockEntry
 		waited   bool
 	)
 	check := "0"
-	if s.leaseInScript {
+	if l.c.leaseInScript {
 		check = "1"
 	}
 	for {
 		// Superseded while waiting: stop before telling anyone to let go.
-		if !committed && s.killedSince(e, snap) {
+		if !committed && l.killedSince(e, snap) {
 			return 0, false, errSuperseded
 		}
-		cctx, cancel := s.opCtx(ctx)
-		res, err := s.run(cctx, acquireScript, []string{skey},
-			s.opt.PodID, s.lockTTL.Milliseconds(), s.keys.podPrefix(), check, force, channel, notified).Slice()
+		cctx, cancel := l.c.opCtx(ctx)
+		res, err := l.c.run(cctx, acquireScript, []string{skey},
+			l.c.opt.PodID, l.ttl.Milliseconds(), l.c.keys.podPrefix(), check, force, channel, notified).Slice()
 		cancel()
 		if err != nil {
-			if s.fail(ctx, "acquire", err) {
+			if l.c.fail(ctx, "acquire", err) {
 				return 0, committed, errStoreDown
 			}
 			if ctx.Err() != nil {
@@ -135,7 +159,7 @@ func (s *RedisStore) acquireRemote(ctx context.Context, key string, e *lockEntry
 		}
 		code, holder, published := parseAcquire(res)
 		if published {
-			s.m.KillNotices.WithLabelValues("sent").Inc()
+			l.c.m.KillNotices.WithLabelValues("sent").Inc()
 			committed = true
 		}
 		switch code {
@@ -152,10 +176,10 @@ func (s *RedisStore) acquireRemote(ctx context.Context, key string, e *lockEntry
 			if deadPod {
 				return TakeoverDeadPod, committed, nil
 			}
-			s.m.SessionConflicts.WithLabelValues("forced").Inc()
+			l.c.m.SessionConflicts.WithLabelValues("forced").Inc()
 			logx.From(ctx).Warn("session lock forced from a silent pod",
 				slog.String("key", key), slog.String("holder", holder),
-				slog.Duration("waited", s.opt.KillWait))
+				slog.Duration("waited", l.killWait))
 			return TakeoverForced, committed, nil
 		}
 		// acqHeld: another live pod holds it.
@@ -165,10 +189,10 @@ func (s *RedisStore) acquireRemote(ctx context.Context, key string, e *lockEntry
 			return 0, committed, errSuperseded
 		}
 		force, forcing, deadPod = "", false, false
-		if !s.leaseInScript {
-			dead, err := s.podDead(ctx, holder)
+		if !l.c.leaseInScript {
+			dead, err := l.reg.podDead(ctx, holder)
 			if err != nil {
-				if s.fail(ctx, "acquire", err) {
+				if l.c.fail(ctx, "acquire", err) {
 					return 0, committed, errStoreDown
 				}
 			} else if dead {
@@ -178,7 +202,7 @@ func (s *RedisStore) acquireRemote(ctx context.Context, key string, e *lockEntry
 		}
 		if holder != notified {
 			if notified == "" {
-				s.m.SessionConflicts.WithLabelValues("remote").Inc()
+				l.c.m.SessionConflicts.WithLabelValues("remote").Inc()
 			}
 			notified = holder
 		}
@@ -213,18 +237,9 @@ func parseAcquire(res []any) (code int64, holder string, published bool) {
 	return code, holder, published
 }
 
-// podDead reports whether a pod's lease has lapsed (the Redis Cluster path,
-// where the acquire script cannot read the lease itself).
-func (s *RedisStore) podDead(ctx context.Context, podID string) (bool, error) {
-	cctx, cancel := s.opCtx(ctx)
-	defer cancel()
-	n, err := s.rdb.Exists(cctx, s.keys.pod(podID)).Result()
-	return n == 0, err
-}
-
-func (s *RedisStore) killedSince(e *lockEntry, snap uint64) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+func (l *redisLocker) killedSince(e *lockEntry, snap uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return e.killSeq != snap
 }
 
@@ -234,85 +249,85 @@ func (s *RedisStore) killedSince(e *lockEntry, snap uint64) bool {
 // flight steps aside (409) and the queued yield frees the key for the
 // newer connection; a committed one keeps the key (the newer connection
 // then takes it over after its kill wait).
-func (s *RedisStore) finishAcquire(ctx context.Context, key string, e *lockEntry, snap uint64, t Takeover, committed bool) (Acquired, error) {
-	if committed && s.killedSince(e, snap) && !s.stillMine(ctx, key) {
+func (l *redisLocker) finishAcquire(ctx context.Context, key string, e *lockEntry, snap uint64, t Takeover, committed bool) (Acquired, error) {
+	if committed && l.killedSince(e, snap) && !l.stillMine(ctx, key) {
 		// Both sides told each other to let go and the other one has
 		// taken the key since: it is the newer connection.
-		s.abandon(key, e)
+		l.abandon(key, e)
 		return Acquired{}, errSuperseded
 	}
-	s.mu.Lock()
+	l.mu.Lock()
 	e.pending--
 	if e.killSeq != snap && !committed {
 		// A newer connection elsewhere claimed the key while the script
 		// ran; the notice handler queued the compare-and-delete.
-		s.mu.Unlock()
+		l.mu.Unlock()
 		logx.From(ctx).Info("session superseded during acquire", slog.String("key", key))
 		return Acquired{}, errSuperseded
 	}
 	if e.held {
 		t = TakeoverLocal // the caller must replace its own older socket
 	}
-	s.own(e)
+	l.own(e)
 	e.assertedAt = time.Now()
-	s.mu.Unlock()
+	l.mu.Unlock()
 	// dws_session_takeovers_total and the local conflicts are counted by
 	// the caller, which sees the Takeover.
 	return Acquired{Takeover: t}, nil
 }
 
-// own records a successful Acquire; s.mu held.
-func (s *RedisStore) own(e *lockEntry) {
-	s.acqGen++
-	e.acqGen = s.acqGen
+// own records a successful Acquire; l.mu held.
+func (l *redisLocker) own(e *lockEntry) {
+	l.acqGen++
+	e.acqGen = l.acqGen
 	e.held, e.yieldPending, e.dirty = true, false, false
 }
 
 // stillMine reads the lock back (the rare race of finishAcquire; e.io is
 // held, so only another pod can have changed it).
-func (s *RedisStore) stillMine(ctx context.Context, key string) bool {
-	cctx, cancel := s.opCtx(ctx)
+func (l *redisLocker) stillMine(ctx context.Context, key string) bool {
+	cctx, cancel := l.c.opCtx(ctx)
 	defer cancel()
-	v, err := s.rdb.Get(cctx, s.keys.session(key)).Result()
+	v, err := l.c.rdb.Get(cctx, l.c.keys.session(key)).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
-		s.fail(ctx, "acquire", err)
+		l.c.fail(ctx, "acquire", err)
 	}
-	return v == s.opt.PodID
+	return v == l.c.opt.PodID
 }
 
 // acquireDown applies session.on_store_down while Redis is unreachable:
 // reject (503) or accept with local-only enforcement; an accepted key is
 // asserted in Redis when it returns (newest-wins there, see refresh).
-func (s *RedisStore) acquireDown(key string, e *lockEntry, snap uint64) (Acquired, error) {
-	if s.onStoreDown() == OnStoreDownReject {
-		s.abandon(key, e)
+func (l *redisLocker) acquireDown(key string, e *lockEntry, snap uint64) (Acquired, error) {
+	if l.c.onStoreDown() == OnStoreDownReject {
+		l.abandon(key, e)
 		return Acquired{}, errUnavailable
 	}
-	s.mu.Lock()
+	l.mu.Lock()
 	e.pending--
 	if e.killSeq != snap {
-		s.mu.Unlock()
+		l.mu.Unlock()
 		return Acquired{}, errSuperseded
 	}
 	t := TakeoverNone
 	if e.held {
 		t = TakeoverLocal
 	}
-	s.own(e)
+	l.own(e)
 	e.dirty = true
-	s.mu.Unlock()
+	l.mu.Unlock()
 	return Acquired{Takeover: t, Degraded: true}, nil
 }
 
 // abandon ends a failed Acquire; the script may have written the key
 // before the failure, so an idle entry is given up through the worker.
-func (s *RedisStore) abandon(key string, e *lockEntry) {
-	s.mu.Lock()
+func (l *redisLocker) abandon(key string, e *lockEntry) {
+	l.mu.Lock()
 	e.pending--
 	idle := !e.held && e.pending == 0
-	s.mu.Unlock()
+	l.mu.Unlock()
 	if idle {
-		s.enqueue(job{kind: jobReleaseLock, key: key})
+		l.c.enqueue(l.job(key, lockRelease, 0))
 	}
 }
 
@@ -320,288 +335,16 @@ func (s *RedisStore) abandon(key string, e *lockEntry) {
 // the background worker. A key this pod no longer holds (released, or
 // taken over by another pod) is ignored.
 func (l *redisLocker) Release(key string) {
-	s := (*RedisStore)(l)
-	s.mu.Lock()
-	e := s.locks[key]
+	l.mu.Lock()
+	e := l.entries[key]
 	if e == nil || !e.held {
-		s.mu.Unlock()
+		l.mu.Unlock()
 		return
 	}
 	e.held = false
 	idle := e.pending == 0
-	s.mu.Unlock()
+	l.mu.Unlock()
 	if idle {
-		s.enqueue(job{kind: jobReleaseLock, key: key})
-	}
-}
-
-// Lock operations prepared by prepLock.
-type lockOp uint8
-
-const (
-	lockRelease  lockOp = iota // released (or a failed Acquire): compare-and-delete
-	lockYield                  // kill notice: compare-and-delete unless re-acquired
-	lockStale                  // notice for a key this process never held
-	lockReassert               // refresher: compare-and-expire / re-set
-	lockSweep                  // Close: compare-and-delete whatever the state
-)
-
-// prepLock decides, under the key's io mutex and s.mu, what to send for a
-// lock and returns it as a batch op. ok=false: nothing to send. busy: the
-// io mutex was held elsewhere (only when !block); retry later.
-func (s *RedisStore) prepLock(key string, op lockOp, seq uint64, block bool) (b batchOp, ok, busy bool) {
-	s.mu.Lock()
-	e := s.locks[key]
-	s.mu.Unlock()
-	if e == nil {
-		if op != lockStale {
-			return b, false, false
-		}
-		return s.casDelete(key, nil, op), true, false
-	}
-	if block {
-		e.io.Lock()
-	} else if !e.io.TryLock() {
-		return b, false, true
-	}
-	s.mu.Lock()
-	send := false
-	switch op {
-	case lockRelease, lockStale:
-		send = !e.held && e.pending == 0
-	case lockYield:
-		if e.acqGen == seq {
-			send = true
-		} else {
-			e.yieldPending = false // re-acquired since: the newer socket keeps it
-		}
-	case lockReassert:
-		send = e.held
-	case lockSweep:
-		send = true
-	}
-	s.mu.Unlock()
-	if !send {
-		e.io.Unlock()
-		return b, false, false
-	}
-	if op == lockReassert {
-		return s.reassert(key, e), true, false
-	}
-	b = s.casDelete(key, e, op)
-	b.unlock = e.io.Unlock
-	return b, true, false
-}
-
-// casDelete is the compare-and-delete batch op; on success an idle entry
-// is forgotten.
-func (s *RedisStore) casDelete(key string, e *lockEntry, op lockOp) batchOp {
-	skey := s.keys.session(key)
-	return batchOp{
-		fill: func(p redis.Pipeliner) redis.Cmder {
-			return releaseScript.EvalSha(context.Background(), p, []string{skey}, s.opt.PodID)
-		},
-		done: func(c redis.Cmder) {
-			if c.Err() != nil {
-				return
-			}
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			cur := s.locks[key]
-			if cur == nil || (e != nil && cur != e) {
-				return
-			}
-			if op == lockYield {
-				cur.yieldPending = false
-			}
-			if (!cur.held && cur.pending == 0 && !cur.yieldPending) || op == lockSweep {
-				s.dropLock(key, cur)
-			}
-		},
-		unlock: func() {},
-	}
-}
-
-// reassert is the refresher's compare-and-expire batch op (SPEC §4): a key
-// found with another owner closes the local socket (4402 via the Evictor).
-func (s *RedisStore) reassert(key string, e *lockEntry) batchOp {
-	skey := s.keys.session(key)
-	return batchOp{
-		fill: func(p redis.Pipeliner) redis.Cmder {
-			return reassertScript.EvalSha(context.Background(), p, []string{skey}, s.opt.PodID, s.lockTTL.Milliseconds())
-		},
-		done: func(c redis.Cmder) {
-			res, err := c.(*redis.Cmd).Slice()
-			if err != nil {
-				return
-			}
-			code, holder, _ := parseAcquire(res)
-			s.mu.Lock()
-			if code != reassertLost {
-				e.dirty = false
-				e.assertedAt = time.Now()
-				s.mu.Unlock()
-				return
-			}
-			// Newest wins: the other pod's lock was recorded in Redis; ours
-			// was provisional (accepted while Redis was down) or lost to a
-			// takeover whose notice we missed.
-			evict := e.held
-			e.held, e.dirty = false, false
-			e.killSeq++
-			gen := e.acqGen
-			s.mu.Unlock()
-			s.m.SessionConflicts.WithLabelValues("remote").Inc()
-			logx.L().Info("session lock found with another owner; closing local socket",
-				slog.String("key", key), slog.String("holder", holder))
-			if evict {
-				s.evictLost(key, gen)
-			}
-		},
-		unlock: e.io.Unlock,
-	}
-}
-
-// dropLock forgets an entry; s.mu held.
-func (s *RedisStore) dropLock(key string, e *lockEntry) {
-	if s.locks[key] == e {
-		delete(s.locks, key)
-	}
-}
-
-// killNotice is the payload on session_kill:{suffix}. OldPodID is our
-// addition (see acquireScript); a notice without it concerns every pod.
-type killNotice struct {
-	NewPodID string `json:"new_pod_id"`
-	OldPodID string `json:"old_pod_id,omitempty"`
-}
-
-// onKillNotice handles a kill notice (SPEC §4): close the local socket
-// (SessionConflict frame + 4402, by the reactor) and compare-and-delete the
-// key so the newcomer gets it.
-func (s *RedisStore) onKillNotice(ctx context.Context, suffix string, payload string) {
-	var n killNotice
-	if err := json.Unmarshal([]byte(payload), &n); err != nil || n.NewPodID == "" {
-		logx.From(ctx).Warn("malformed kill notice", slog.String("key", suffix))
-		return
-	}
-	if n.NewPodID == s.opt.PodID || (n.OldPodID != "" && n.OldPodID != s.opt.PodID) {
-		return // our own notice, or meant for another pod
-	}
-	s.m.KillNotices.WithLabelValues("received").Inc()
-	s.mu.Lock()
-	e := s.locks[suffix]
-	if e == nil {
-		s.mu.Unlock()
-		// The key names us but no socket here holds it (a previous process
-		// with the same pod id): let it go.
-		s.enqueue(job{kind: jobStaleLock, key: suffix})
-		return
-	}
-	e.killSeq++
-	evict := e.held
-	e.held = false // the caller does not Release an evicted socket
-	e.yieldPending = true
-	gen := e.acqGen
-	s.mu.Unlock()
-	if evict {
-		s.evictLost(suffix, gen)
-	}
-	s.enqueue(job{kind: jobYieldLock, key: suffix, seq: gen})
-}
-
-// evictLost closes the local socket of a key another pod took, and again
-// after each of reEvictDelays unless the key was acquired here since (acqGen
-// moved on).
-func (s *RedisStore) evictLost(key string, gen uint64) {
-	s.evict(key)
-	for _, d := range reEvictDelays {
-		time.AfterFunc(d, func() {
-			safego.Run(context.Background(), "session.re_evict", func() {
-				s.mu.Lock()
-				e := s.locks[key]
-				again := e == nil || e.acqGen == gen
-				s.mu.Unlock()
-				if again {
-					s.evict(key)
-				}
-			})
-		})
-	}
-}
-
-// listen holds this pod's one PSUBSCRIBE on session_kill:* and reconnects
-// with backoff. Every (re)subscription after the first asks the refresher
-// for a full re-assert, since notices sent meanwhile were missed.
-func (s *RedisStore) listen(ctx context.Context, ps *redis.PubSub) {
-	backoff := newBackoff(s.opt.RefreshInterval)
-	for ctx.Err() == nil {
-		if ps == nil {
-			var err error
-			ps, err = s.subscribe(ctx)
-			if err != nil {
-				s.fail(ctx, "subscribe", err)
-				if !sleepCtx(ctx, backoff.next()) {
-					return
-				}
-				continue
-			}
-			s.needFull.Store(true)
-			s.wake()
-			backoff.reset()
-		}
-		err := s.receive(ctx, ps)
-		_ = ps.Close()
-		s.ps.Store(nil)
-		ps = nil
-		if ctx.Err() != nil {
-			return
-		}
-		s.fail(ctx, "subscribe", err)
-		if !sleepCtx(ctx, backoff.next()) {
-			return
-		}
-	}
-}
-
-// subscribe opens the pattern subscription and waits for its confirmation.
-func (s *RedisStore) subscribe(ctx context.Context) (*redis.PubSub, error) {
-	ps := s.rdb.PSubscribe(ctx, s.keys.killPattern())
-	if _, err := ps.ReceiveTimeout(ctx, s.opt.OpTimeout); err != nil {
-		_ = ps.Close()
-		return nil, err
-	}
-	s.ps.Store(ps)
-	if ctx.Err() != nil { // Close raced with us
-		_ = ps.Close()
-		return nil, ctx.Err()
-	}
-	return ps, nil
-}
-
-// receive dispatches notices until the connection fails. A quiet
-// connection is pinged once per refresh interval; a second silent interval
-// means it is dead.
-func (s *RedisStore) receive(ctx context.Context, ps *redis.PubSub) error {
-	pinged := false
-	for {
-		msg, err := ps.ReceiveTimeout(ctx, s.opt.RefreshInterval)
-		if err != nil {
-			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() && !pinged && ctx.Err() == nil {
-				pinged = true
-				if perr := ps.Ping(ctx); perr != nil {
-					return perr
-				}
-				continue
-			}
-			return err
-		}
-		pinged = false
-		if m, ok := msg.(*redis.Message); ok {
-			if suffix, ok := s.keys.killSuffix(m.Channel); ok {
-				safego.Run(ctx, "session.kill_notice", func() { s.onKillNotice(ctx, suffix, m.Payload) })
-			}
-		}
+		l.c.enqueue(l.job(key, lockRelease, 0))
 	}
 }

@@ -64,7 +64,7 @@ func TestLock_HeldByLivePod_KillNoticeThenRemoteTakeover(t *testing.T) {
 		t.Run(key, func(t *testing.T) {
 			a := startStore(t, c, fastOptions("pod-a-"+key, prefix))
 			optB := fastOptions("pod-b-"+key, prefix)
-			optB.KillWait = 3 * time.Second
+			optB.Locks.KillWait = 3 * time.Second
 			b := startStore(t, c, optB)
 			ctx := context.Background()
 			if _, err := a.reactor.connect(ctx, key); err != nil {
@@ -87,10 +87,10 @@ func TestLock_HeldByLivePod_KillNoticeThenRemoteTakeover(t *testing.T) {
 			if v := get(t, c, prefix+"session:"+key); v != b.pod {
 				t.Fatalf("lock names %q, want %q", v, b.pod)
 			}
-			if s := testutil.ToFloat64(b.m.KillNotices.WithLabelValues("sent")); s < 1 {
+			if s := testutil.ToFloat64(b.core.m.KillNotices.WithLabelValues("sent")); s < 1 {
 				t.Fatalf("kill notices sent %v", s)
 			}
-			if r := testutil.ToFloat64(a.m.KillNotices.WithLabelValues("received")); r != 1 {
+			if r := testutil.ToFloat64(a.core.m.KillNotices.WithLabelValues("received")); r != 1 {
 				t.Fatalf("kill notices received %v", r)
 			}
 		})
@@ -102,7 +102,7 @@ func TestLock_HeldByDeadPod_TakesOverAtOnce(t *testing.T) {
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
 	opt := fastOptions("pod-b", prefix)
-	opt.KillWait = 3 * time.Second
+	opt.Locks.KillWait = 3 * time.Second
 	a := startStore(t, c, fastOptions("pod-a", prefix))
 	b := startStore(t, c, opt)
 	ctx := context.Background()
@@ -134,7 +134,7 @@ func TestLock_HeldByCrashedPod_FreeWithinSessionTTL(t *testing.T) {
 	prefix := testPrefix(t, c)
 	a := startStore(t, c, fastOptions("pod-a", prefix))
 	optB := fastOptions("pod-b", prefix)
-	optB.KillWait = 5 * time.Second // longer than the lease: only its lapse frees the key
+	optB.Locks.KillWait = 5 * time.Second // longer than the lease: only its lapse frees the key
 	b := startStore(t, c, optB)
 	ctx := context.Background()
 	key := "acme:a1:u7"
@@ -152,8 +152,8 @@ func TestLock_HeldByCrashedPod_FreeWithinSessionTTL(t *testing.T) {
 	}
 	// The lease lapses within session.ttl; the newcomer's retry step adds
 	// at most acquireBackoffMax.
-	if d := time.Since(start); d > optB.SessionTTL+acquireBackoffMax+200*time.Millisecond {
-		t.Fatalf("crashed owner's lock free after %v, want within session.ttl %v", d, optB.SessionTTL)
+	if d := time.Since(start); d > optB.Locks.SessionTTL+acquireBackoffMax+200*time.Millisecond {
+		t.Fatalf("crashed owner's lock free after %v, want within session.ttl %v", d, optB.Locks.SessionTTL)
 	}
 }
 
@@ -164,9 +164,9 @@ func TestLock_HeldBySilentLivePod_ForcedAfterKillWait(t *testing.T) {
 	for _, inScript := range []bool{true, false} {
 		t.Run(fmt.Sprintf("lease_in_script=%v", inScript), func(t *testing.T) {
 			opt := fastOptions(fmt.Sprintf("pod-b-%v", inScript), prefix)
-			opt.KillWait = 300 * time.Millisecond
+			opt.Locks.KillWait = 300 * time.Millisecond
 			b := startStore(t, c, opt)
-			b.leaseInScript = inScript
+			b.core.leaseInScript = inScript
 			ctx := context.Background()
 			key := fmt.Sprintf("acme:a1:silent-%v", inScript)
 			// A live pod that never answers kill notices.
@@ -181,13 +181,13 @@ func TestLock_HeldBySilentLivePod_ForcedAfterKillWait(t *testing.T) {
 			if got.Takeover != TakeoverForced {
 				t.Fatalf("takeover %v, want forced", got.Takeover)
 			}
-			if d < opt.KillWait || d > opt.KillWait+time.Second {
-				t.Fatalf("forced after %v, want just after kill_wait %v", d, opt.KillWait)
+			if d < opt.Locks.KillWait || d > opt.Locks.KillWait+time.Second {
+				t.Fatalf("forced after %v, want just after kill_wait %v", d, opt.Locks.KillWait)
 			}
 			if v := get(t, c, prefix+"session:"+key); v != b.pod {
 				t.Fatalf("lock names %q", v)
 			}
-			if n := testutil.ToFloat64(b.m.SessionConflicts.WithLabelValues("forced")); n != 1 {
+			if n := testutil.ToFloat64(b.core.m.SessionConflicts.WithLabelValues("forced")); n != 1 {
 				t.Fatalf("forced conflicts %v", n)
 			}
 		})
@@ -199,9 +199,9 @@ func TestLock_ClusterPath_DeadPodTakenOverAtOnce(t *testing.T) {
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
 	opt := fastOptions("pod-b", prefix)
-	opt.KillWait = 3 * time.Second
+	opt.Locks.KillWait = 3 * time.Second
 	b := startStore(t, c, opt)
-	b.leaseInScript = false // the Redis Cluster path: lease checked from Go
+	b.core.leaseInScript = false // the Redis Cluster path: lease checked from Go
 	ctx := context.Background()
 	key := "acme:a1:u7"
 	c.Set(ctx, prefix+"session:"+key, "gone-pod", time.Minute)
@@ -220,7 +220,7 @@ func TestLock_StaleKeyFromPreviousProcess_YieldedOnNotice(t *testing.T) {
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
 	optB := fastOptions("pod-b", prefix)
-	optB.KillWait = 3 * time.Second
+	optB.Locks.KillWait = 3 * time.Second
 	a := startStore(t, c, fastOptions("pod-a", prefix)) // restarted: holds nothing
 	b := startStore(t, c, optB)
 	ctx := context.Background()
@@ -286,15 +286,15 @@ func TestLock_ConcurrentAcquiresAcrossPods_OneSocketSurvives(t *testing.T) {
 				}
 				t.Logf("lock: %q", get(t, c, prefix+"session:"+key))
 				for _, p := range pods {
-					p.mu.Lock()
-					e := p.locks[key]
+					p.locks.mu.Lock()
+					e := p.locks.entries[key]
 					if e != nil {
 						t.Logf("%s: socket %v held %v pending %d yield %v killSeq %d acqGen %d",
 							p.pod, p.reactor.has(key), e.held, e.pending, e.yieldPending, e.killSeq, e.acqGen)
 					} else {
 						t.Logf("%s: socket %v no entry", p.pod, p.reactor.has(key))
 					}
-					p.mu.Unlock()
+					p.locks.mu.Unlock()
 				}
 			})
 			eventually(t, 5*time.Second, "exactly one socket, named by the lock", func() bool {
@@ -333,7 +333,7 @@ func TestLock_NoticeBeforeSocketIndexed_EvictedAgain(t *testing.T) {
 	if _, err := a.Locker().Acquire(ctx, key); err != nil {
 		t.Fatal(err)
 	}
-	a.onKillNotice(ctx, key, `{"new_pod_id":"pod-z","old_pod_id":"pod-a"}`)
+	a.locks.onKillNotice(ctx, key, `{"new_pod_id":"pod-z","old_pod_id":"pod-a"}`)
 	a.reactor.mu.Lock()
 	a.reactor.sockets[key] = 1 // the reactor indexes the socket now
 	a.reactor.mu.Unlock()
@@ -356,8 +356,7 @@ func TestLock_RefreshFindsAnotherOwner_ClosesSocket(t *testing.T) {
 	// A takeover whose notice this pod missed, and a key that vanished.
 	c.Set(ctx, prefix+"session:"+lost, "pod-other", time.Minute)
 	c.Del(ctx, prefix+"session:"+gone)
-	a.needFull.Store(true)
-	a.wake()
+	a.core.requestFull()
 	eventually(t, time.Second, "socket of the lost key closed", func() bool { return a.reactor.evictions(lost) == 1 })
 	eventually(t, time.Second, "vanished key re-asserted", func() bool { return get(t, c, prefix+"session:"+gone) == "pod-a" })
 	if !a.reactor.has(gone) || a.reactor.evictions(gone) != 0 {
@@ -483,7 +482,7 @@ func TestLock_UserIdsWithColonsAndGlobChars_NoticeReachesOnlyItsSession(t *testi
 	prefix := testPrefix(t, c)
 	a := startStore(t, c, fastOptions("pod-a", prefix))
 	optB := fastOptions("pod-b", prefix)
-	optB.KillWait = 3 * time.Second
+	optB.Locks.KillWait = 3 * time.Second
 	b := startStore(t, c, optB)
 	ctx := context.Background()
 	users := []string{"x*y", "xzy", "x?y", "a:b", "a", "b", "ann.lee@example.com", "ann.lee@example", "q[z]", "qz", `s\t`}

@@ -39,7 +39,7 @@ func TestRecovery_RedisLostData_PodsFailsUntilEveryPodReregistered(t *testing.T)
 			a := startStore(t, newClient(t, proc.addr()), optA)
 			b := startStore(t, newClient(t, proc.addr()), optB)
 			if tt.cluster {
-				a.leaseInScript, b.leaseInScript = false, false
+				a.core.leaseInScript, b.core.leaseInScript = false, false
 			}
 			ctx := context.Background()
 			rt := Route{Kind: RouteChats, Company: "acme", Agent: "a1"}
@@ -211,7 +211,7 @@ func TestRecovery_AliveMarkerEvicted_OneWindowThenLookupsAnswer(t *testing.T) {
 	if _, err := a.Routes().Pods(ctx, rt); !errors.Is(err, errStoreDown) {
 		t.Fatalf("lookup inside the window: %v, want the store-down error", err)
 	}
-	eventually(t, 2*a.recoveryWindow, "window closed, lookups answer", func() bool {
+	eventually(t, 2*a.registry.recoveryWindow, "window closed, lookups answer", func() bool {
 		pods, err := a.Routes().Pods(ctx, rt)
 		return err == nil && slices.Equal(pods, []string{"pod-a"})
 	})

@@ -90,19 +90,18 @@ func fastOptions(pod, prefix string) RedisOptions {
 	return RedisOptions{
 		PodID:           pod,
 		KeyPrefix:       prefix,
-		SessionTTL:      600 * time.Millisecond,
 		RefreshInterval: 200 * time.Millisecond,
-		RouteTTL:        600 * time.Millisecond,
-		KillWait:        500 * time.Millisecond,
 		RefreshBatch:    50,
 		OpTimeout:       500 * time.Millisecond,
 		Metrics:         metrics.New(),
+		Locks:           RedisLockOptions{SessionTTL: 600 * time.Millisecond, KillWait: 500 * time.Millisecond},
+		Routes:          RedisRouteOptions{TTL: 600 * time.Millisecond},
 	}
 }
 
 // testStore is a started store with a fake reactor as its Evictor.
 type testStore struct {
-	*RedisStore
+	*RedisStores
 	pod     string
 	reactor *fakeReactor
 	crash   func() // stops the background work without cleanup
@@ -111,7 +110,7 @@ type testStore struct {
 // startStore builds and starts a store; Close runs at cleanup.
 func startStore(t testing.TB, c redis.UniversalClient, opt RedisOptions) *testStore {
 	t.Helper()
-	s := NewRedisStore(c, opt)
+	s := NewRedisStores(c, opt)
 	r := newFakeReactor(s)
 	s.SetEvictor(r)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -127,11 +126,11 @@ func startStore(t testing.TB, c redis.UniversalClient, opt RedisOptions) *testSt
 	})
 	crash := func() {
 		cancel()
-		if ps := s.ps.Load(); ps != nil {
+		if ps := s.locks.ps.Load(); ps != nil {
 			_ = ps.Close() // a dead process hears no more notices
 		}
 	}
-	return &testStore{RedisStore: s, pod: opt.PodID, reactor: r, crash: crash}
+	return &testStore{RedisStores: s, pod: opt.PodID, reactor: r, crash: crash}
 }
 
 // fakeReactor stands in for the reactor's local connection index, with its
@@ -148,7 +147,7 @@ type fakeReactor struct {
 	evictAll atomic.Int64   // Evict calls, found or not
 }
 
-func newFakeReactor(s *RedisStore) *fakeReactor {
+func newFakeReactor(s *RedisStores) *fakeReactor {
 	return &fakeReactor{locker: s.Locker(), sockets: map[string]int{}, evicted: map[string]int{}}
 }
 

@@ -10,28 +10,24 @@ import (
 
 // redisReplayGuard is the cluster-wide ReplayGuard (SPEC §3,
 // auth.reject_replay): SET jti:<jti> NX with expiry at the token's
-// expires_at, so of two presentations on any pods exactly one is first. It
-// is the RedisStore itself seen through the ReplayGuard interface.
-type redisReplayGuard RedisStore
+// expires_at, so of two presentations on any pods exactly one is first.
+// Safe for concurrent use.
+type redisReplayGuard struct{ c *redisCore }
 
 var _ ReplayGuard = (*redisReplayGuard)(nil)
-
-// ReplayGuard returns the Redis replay guard of this store.
-func (s *RedisStore) ReplayGuard() ReplayGuard { return (*redisReplayGuard)(s) }
 
 // Seen implements ReplayGuard. A token already expired is not recorded
 // (it is refused before this check). While Redis is down it returns an
 // error without a round trip: whether to let an unchecked jti through is
 // the validator's decision.
 func (g *redisReplayGuard) Seen(ctx context.Context, jti string, until time.Time) (bool, error) {
-	s := (*RedisStore)(g)
 	if until.Before(time.Now()) {
 		return false, nil
 	}
-	if !s.Healthy() {
+	if !g.c.isHealthy() {
 		return false, errStoreDown
 	}
-	cctx, cancel := s.opCtx(ctx)
+	cctx, cancel := g.c.opCtx(ctx)
 	defer cancel()
 	// Keep the marker through the expires_at instant itself (a token is
 	// valid while now ≤ expires_at), plus a second for the round trip. The
@@ -41,14 +37,14 @@ func (g *redisReplayGuard) Seen(ctx context.Context, jti string, until time.Time
 	// clock running ahead would drop the marker while the token still
 	// validates here, re-opening the replay window.
 	ttl := time.Until(until) + time.Second
-	err := s.rdb.SetArgs(cctx, s.keys.jti(jti), 1, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
+	err := g.c.rdb.SetArgs(cctx, g.c.keys.jti(jti), 1, redis.SetArgs{Mode: "NX", TTL: ttl}).Err()
 	switch {
 	case err == nil:
 		return false, nil
 	case errors.Is(err, redis.Nil):
 		return true, nil
 	default:
-		s.fail(ctx, "replay", err)
+		g.c.fail(ctx, "replay", err)
 		return false, err
 	}
 }

@@ -86,7 +86,7 @@ func TestRoutes_CrashedPod_DropsOutWithinRouteTTLWhileOthersRefresh(t *testing.T
 	b := startStore(t, c, bOpt)
 	// pod-b re-writes its member on every tick, as a pod under heavy churn
 	// would; the route key itself never goes quiet.
-	b.reassertRoute = bOpt.RefreshInterval
+	b.routes.reassertEvery = bOpt.RefreshInterval
 	ctx := context.Background()
 	rt := Route{Kind: RouteMessages, Company: "acme", Agent: "a1", Chat: "x1"}
 	for _, s := range []*testStore{a, b} {
@@ -96,10 +96,10 @@ func TestRoutes_CrashedPod_DropsOutWithinRouteTTLWhileOthersRefresh(t *testing.T
 	}
 	a.crash()
 	start := time.Now()
-	eventually(t, bOpt.RouteTTL+500*time.Millisecond, "crashed pod-a out of the route", func() bool {
+	eventually(t, bOpt.Routes.TTL+500*time.Millisecond, "crashed pod-a out of the route", func() bool {
 		return slices.Equal(sortedPods(t, b.Routes(), rt), []string{"pod-b"})
 	})
-	t.Logf("crashed pod dropped out after %v (route.ttl %v)", time.Since(start), bOpt.RouteTTL)
+	t.Logf("crashed pod dropped out after %v (route.ttl %v)", time.Since(start), bOpt.Routes.TTL)
 	if err := c.ZScore(ctx, prefix+"route:acme:a1:messages:x1", "pod-b").Err(); err != nil {
 		t.Fatalf("pod-b's member lost: %v", err)
 	}
@@ -126,7 +126,7 @@ func TestRoutes_ClusterPath_FiltersDeadPods(t *testing.T) {
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
 	a := startStore(t, c, fastOptions("pod-a", prefix))
-	a.leaseInScript = false
+	a.core.leaseInScript = false
 	ctx := context.Background()
 	rt := Route{Kind: RouteChats, Company: "acme", Agent: "a1"}
 	future := float64(time.Now().Add(time.Minute).UnixMilli())
@@ -187,10 +187,10 @@ func TestRoutes_JoinDuringInFlightLeave_MemberStaysRegistered(t *testing.T) {
 	prefix := testPrefix(t, c)
 	opt := fastOptions("pod-a", prefix)
 	opt.RefreshInterval = time.Minute
-	s := NewRedisStore(c, opt)
+	s := NewRedisStores(c, opt)
 	entered, release := make(chan struct{}), make(chan struct{})
 	var once sync.Once
-	s.beforeRouteRemove = func(string) {
+	s.routes.beforeRemove = func(string) {
 		once.Do(func() {
 			close(entered)
 			<-release
@@ -228,9 +228,9 @@ func TestRoutes_JoinDuringInFlightLeave_MemberStaysRegistered(t *testing.T) {
 	// Release only once the Join has counted its socket (it may also
 	// have returned already: that is the old, racy behaviour).
 	refs := func() int {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if e := s.routes[key]; e != nil {
+		s.routes.mu.Lock()
+		defer s.routes.mu.Unlock()
+		if e := s.routes.entries[key]; e != nil {
 			return e.refs
 		}
 		return 0
@@ -247,9 +247,9 @@ func TestRoutes_JoinDuringInFlightLeave_MemberStaysRegistered(t *testing.T) {
 	}
 	// Wait until the removal's batch is fully applied: the worker holds
 	// the entry's io lock until then.
-	s.mu.Lock()
-	e := s.routes[key]
-	s.mu.Unlock()
+	s.routes.mu.Lock()
+	e := s.routes.entries[key]
+	s.routes.mu.Unlock()
 	if e == nil {
 		t.Fatal("entry dropped with a socket on the route")
 	}
@@ -258,9 +258,9 @@ func TestRoutes_JoinDuringInFlightLeave_MemberStaysRegistered(t *testing.T) {
 	if err := c.ZScore(ctx, key, "pod-a").Err(); err != nil {
 		t.Fatalf("pod-a's member is missing from %s with a socket on the route: %v", key, err)
 	}
-	s.mu.Lock()
+	s.routes.mu.Lock()
 	inRedis, removing := e.inRedis, e.removing
-	s.mu.Unlock()
+	s.routes.mu.Unlock()
 	if !inRedis || removing {
 		t.Fatalf("entry state inRedis=%v removing=%v, want true, false", inRedis, removing)
 	}

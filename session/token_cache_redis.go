@@ -10,14 +10,11 @@ import (
 // redisTokenCache is the cluster-wide TokenCache (SPEC §3): the identity as
 // JSON under token_cache:<hex sha256> with a TTL no longer than the token's
 // life, so a token validated on one pod is not decrypted again on the next.
-// Put it behind the in-process cache (NewTieredTokenCache). It is the
-// RedisStore itself seen through the TokenCache interface.
-type redisTokenCache RedisStore
+// Put it behind the in-process cache (NewTieredTokenCache). Safe for
+// concurrent use.
+type redisTokenCache struct{ c *redisCore }
 
 var _ TokenCache = (*redisTokenCache)(nil)
-
-// TokenCache returns the Redis token cache of this store.
-func (s *RedisStore) TokenCache() TokenCache { return (*redisTokenCache)(s) }
 
 // cachedIdentityJSON is the stored form of an Identity: short, stable field
 // names that do not change if Identity grows json tags of its own.
@@ -37,16 +34,15 @@ type cachedIdentityJSON struct {
 
 // Get implements TokenCache. Errors and a Redis outage read as a miss (the
 // validator decrypts instead); an entry past its expires_at never answers.
-func (c *redisTokenCache) Get(ctx context.Context, sum [sha256.Size]byte) (Identity, bool) {
-	s := (*RedisStore)(c)
-	if !s.Healthy() {
+func (t *redisTokenCache) Get(ctx context.Context, sum [sha256.Size]byte) (Identity, bool) {
+	if !t.c.isHealthy() {
 		return Identity{}, false
 	}
-	cctx, cancel := s.opCtx(ctx)
+	cctx, cancel := t.c.opCtx(ctx)
 	defer cancel()
-	b, err := s.rdb.Get(cctx, s.keys.tokenCache(sum)).Bytes()
+	b, err := t.c.rdb.Get(cctx, t.c.keys.tokenCache(sum)).Bytes()
 	if err != nil {
-		s.fail(ctx, "token_cache_get", err)
+		t.c.fail(ctx, "token_cache_get", err)
 		return Identity{}, false
 	}
 	var j cachedIdentityJSON
@@ -60,19 +56,18 @@ func (c *redisTokenCache) Get(ctx context.Context, sum [sha256.Size]byte) (Ident
 }
 
 // Put implements TokenCache; the TTL is clipped to the token's expires_at.
-func (c *redisTokenCache) Put(ctx context.Context, sum [sha256.Size]byte, id Identity, ttl time.Duration) {
-	s := (*RedisStore)(c)
+func (t *redisTokenCache) Put(ctx context.Context, sum [sha256.Size]byte, id Identity, ttl time.Duration) {
 	ttl = min(ttl, time.Until(id.ExpiresAt))
-	if ttl < time.Millisecond || !s.Healthy() {
+	if ttl < time.Millisecond || !t.c.isHealthy() {
 		return
 	}
 	b, err := json.Marshal(cachedIdentityJSON(id))
 	if err != nil {
 		return
 	}
-	cctx, cancel := s.opCtx(ctx)
+	cctx, cancel := t.c.opCtx(ctx)
 	defer cancel()
-	if err := s.rdb.Set(cctx, s.keys.tokenCache(sum), b, ttl).Err(); err != nil {
-		s.fail(ctx, "token_cache_put", err)
+	if err := t.c.rdb.Set(cctx, t.c.keys.tokenCache(sum), b, ttl).Err(); err != nil {
+		t.c.fail(ctx, "token_cache_put", err)
 	}
 }

@@ -48,20 +48,20 @@ func TestRedisTokenCache_NeverPastExpiresAt(t *testing.T) {
 	sum := sha256.Sum256([]byte("short-lived"))
 	id := Identity{CompanyID: "acme", AgentID: "a1", UserID: "u7", ExpiresAt: time.Now().Add(300 * time.Millisecond)}
 	a.TokenCache().Put(ctx, sum, id, 30*time.Second)
-	if ttl := c.PTTL(ctx, a.keys.tokenCache(sum)).Val(); ttl <= 0 || ttl > 300*time.Millisecond {
+	if ttl := c.PTTL(ctx, a.core.keys.tokenCache(sum)).Val(); ttl <= 0 || ttl > 300*time.Millisecond {
 		t.Fatalf("TTL %v, want clipped to expires_at", ttl)
 	}
 	if _, ok := a.TokenCache().Get(ctx, sum); !ok {
 		t.Fatal("miss before expiry")
 	}
 	// Even an entry that outlives its expires_at in Redis never answers.
-	c.Set(ctx, a.keys.tokenCache(sum), `{"k":0,"c":"acme","exp":"2000-01-01T00:00:00Z"}`, time.Minute)
+	c.Set(ctx, a.core.keys.tokenCache(sum), `{"k":0,"c":"acme","exp":"2000-01-01T00:00:00Z"}`, time.Minute)
 	if _, ok := a.TokenCache().Get(ctx, sum); ok {
 		t.Fatal("hit on an expired identity")
 	}
 	expired := sha256.Sum256([]byte("expired"))
 	a.TokenCache().Put(ctx, expired, Identity{ExpiresAt: time.Now().Add(-time.Second)}, time.Minute)
-	if n := c.Exists(ctx, a.keys.tokenCache(expired)).Val(); n != 0 {
+	if n := c.Exists(ctx, a.core.keys.tokenCache(expired)).Val(); n != 0 {
 		t.Fatal("an expired identity was cached")
 	}
 }

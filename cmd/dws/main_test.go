@@ -464,7 +464,7 @@ func (g *gatedPod) received() []string {
 	return slices.Clone(g.got)
 }
 
-func startGatedPod(t *testing.T, redisCfg config.Redis, route session.Route) (*gatedPod, *session.RedisStore) {
+func startGatedPod(t *testing.T, redisCfg config.Redis, route session.Route) (*gatedPod, *session.RedisStores) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -480,7 +480,7 @@ func startGatedPod(t *testing.T, redisCfg config.Redis, route session.Route) (*g
 	}
 	t.Cleanup(func() { _ = client.Close() })
 	def := config.Defaults()
-	store := session.NewRedisStore(client, session.NewRedisOptions(g.id, redisCfg, def.Session, def.Route, metrics.New()))
+	store := session.NewRedisStores(client, session.NewRedisOptions(g.id, redisCfg, def.Session, def.Route, metrics.New()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := store.Start(ctx); err != nil {

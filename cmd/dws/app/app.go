@@ -42,7 +42,7 @@ type App struct {
 	keys      *session.APIKeyGuard
 	issuer    []byte // SHA-256 of auth.issuer_api_key; nil = minting disabled
 	validator *session.Validator
-	store     *session.RedisStore // nil on a single node
+	store     *session.RedisStores // nil on a single node
 	events    *eventPath
 	locker    session.Locker
 	routes    session.Routes
@@ -99,7 +99,7 @@ func New(cfg *config.Config) (*App, error) {
 		if err != nil {
 			return nil, err
 		}
-		a.store = session.NewRedisStore(client, session.NewRedisOptions(cfg.Server.PodID, cfg.Redis, cfg.Session, cfg.Route, a.Metrics))
+		a.store = session.NewRedisStores(client, session.NewRedisOptions(cfg.Server.PodID, cfg.Redis, cfg.Session, cfg.Route, a.Metrics))
 		a.locker, a.routes = a.store.Locker(), a.store.Routes()
 		if cache != nil && cfg.Auth.SharedTokenCache {
 			cache = session.NewTieredTokenCache(cache, a.store.TokenCache(), cfg.Auth.TokenCacheTTL)

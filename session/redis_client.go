@@ -1,0 +1,57 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/dws-gateway/dws/internal/config"
+	"github.com/dws-gateway/dws/internal/logx"
+)
+
+// NewRedisClient builds the go-redis client for cfg (DESIGN "Where it runs at
+// scale"): Sentinel when MasterName is set, Cluster when Addrs holds several
+// seeds, a single node otherwise. Socket timeouts come from cfg and
+// ContextTimeoutEnabled makes each operation's context deadline (the store's
+// per-operation timeout) bound the socket wait as well. Errors never carry
+// the password.
+func NewRedisClient(cfg config.Redis) (redis.UniversalClient, error) {
+	quietRedisLog.Do(func() { redis.SetLogger(redisLogger{}) })
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("redis: no addrs configured (empty redis.addrs means in-memory stores)")
+	}
+	if cfg.MasterName == "" && len(cfg.Addrs) > 1 && cfg.DB != 0 {
+		return nil, fmt.Errorf("redis: db %d set with %d addrs: Redis Cluster has only db 0", cfg.DB, len(cfg.Addrs))
+	}
+	return redis.NewUniversalClient(&redis.UniversalOptions{
+		Addrs:                 cfg.Addrs,
+		MasterName:            cfg.MasterName,
+		Username:              cfg.Username,
+		Password:              cfg.Password,
+		DB:                    cfg.DB,
+		PoolSize:              cfg.PoolSize,
+		DialTimeout:           orDefault(cfg.DialTimeout, 2*time.Second),
+		ReadTimeout:           orDefault(cfg.ReadTimeout, time.Second),
+		WriteTimeout:          orDefault(cfg.WriteTimeout, time.Second),
+		ContextTimeoutEnabled: true,
+		// One retry hides a dropped pooled connection; more (and go-redis's
+		// default five dial attempts 100 ms apart) would only delay noticing
+		// an outage: the store degrades and probes with its own backoff.
+		MaxRetries:    1,
+		DialerRetries: 1,
+	}), nil
+}
+
+var quietRedisLog sync.Once
+
+// redisLogger sends go-redis's own messages (one per failed dial, and so
+// on) to logx at debug level: the store already logs each outage once.
+type redisLogger struct{}
+
+func (redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	logx.From(ctx).Debug("go-redis: " + fmt.Sprintf(format, v...))
+}
