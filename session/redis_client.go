@@ -9,9 +9,28 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/logx"
 )
+
+// RedisClientOptions say how to reach Redis (the redis.* config keys but
+// key_prefix, which is the stores' RedisOptions.KeyPrefix). Zero timeouts
+// take the defaults of NewRedisClient.
+type RedisClientOptions struct {
+	// Addrs are host:port seeds: Sentinel addresses when MasterName is
+	// set, Cluster seeds when there are several, else one node.
+	Addrs []string
+	// MasterName is the Sentinel master name; empty = no Sentinel.
+	MasterName string
+	// Username and Password are the Redis ACL credentials.
+	Username, Password string
+	// DB is the database number (only 0 on a Cluster).
+	DB int
+	// PoolSize is the connection pool size; 0 = the go-redis default.
+	PoolSize int
+	// DialTimeout, ReadTimeout and WriteTimeout bound the socket waits
+	// (defaults 2 s, 1 s, 1 s).
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+}
 
 // NewRedisClient builds the go-redis client for cfg (DESIGN "Where it runs at
 // scale"): Sentinel when MasterName is set, Cluster when Addrs holds several
@@ -19,7 +38,7 @@ import (
 // ContextTimeoutEnabled makes each operation's context deadline (the store's
 // per-operation timeout) bound the socket wait as well. Errors never carry
 // the password.
-func NewRedisClient(cfg config.Redis) (redis.UniversalClient, error) {
+func NewRedisClient(cfg RedisClientOptions) (redis.UniversalClient, error) {
 	quietRedisLog.Do(func() { redis.SetLogger(redisLogger{}) })
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("redis: no addrs configured (empty redis.addrs means in-memory stores)")

@@ -8,12 +8,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/metrics"
 	"github.com/dws-gateway/dws/internal/safego"
 )
 
 // RedisOptions configure RedisStores. Zero values take the SPEC defaults.
+// They are plain values: the app maps its configuration onto them (as it
+// does for reactor.Limits), so this package does not know the config file.
 type RedisOptions struct {
 	// PodID is this pod's routable gRPC address (SPEC §1); required.
 	PodID string
@@ -51,21 +52,6 @@ type RedisLockOptions struct {
 type RedisRouteOptions struct {
 	// TTL is route.ttl.
 	TTL time.Duration
-}
-
-// NewRedisOptions maps the configuration sections onto RedisOptions.
-func NewRedisOptions(podID string, r config.Redis, s config.Session, rt config.Route, m *metrics.Metrics) RedisOptions {
-	return RedisOptions{
-		PodID:           podID,
-		KeyPrefix:       r.KeyPrefix,
-		RefreshInterval: s.RefreshInterval,
-		OnStoreDown:     s.OnStoreDown,
-		RefreshBatch:    s.RefreshBatch,
-		OpTimeout:       r.ReadTimeout + r.WriteTimeout,
-		Metrics:         m,
-		Locks:           RedisLockOptions{SessionTTL: s.TTL, KillWait: s.KillWait},
-		Routes:          RedisRouteOptions{TTL: rt.TTL},
-	}
 }
 
 // RedisStores are the cluster implementations of the session stores on one

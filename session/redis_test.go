@@ -16,7 +16,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/metrics"
 )
 
@@ -30,7 +29,7 @@ const redisServerBin = "/usr/bin/redis-server"
 // what to start when nothing answers.
 func newClient(t testing.TB, addr string) redis.UniversalClient {
 	t.Helper()
-	c, err := NewRedisClient(config.Redis{Addrs: []string{addr}, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	c, err := NewRedisClient(RedisClientOptions{Addrs: []string{addr}, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,12 +340,12 @@ func (h *countHook) String() string {
 func TestNewRedisClient_PicksTopologyFromConfig(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  config.Redis
+		cfg  RedisClientOptions
 		want string
 	}{
-		{"single address", config.Redis{Addrs: []string{"127.0.0.1:1"}}, "*redis.Client"},
-		{"sentinel", config.Redis{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, MasterName: "mymaster"}, "*redis.Client"},
-		{"cluster", config.Redis{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}, "*redis.ClusterClient"},
+		{"single address", RedisClientOptions{Addrs: []string{"127.0.0.1:1"}}, "*redis.Client"},
+		{"sentinel", RedisClientOptions{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}, MasterName: "mymaster"}, "*redis.Client"},
+		{"cluster", RedisClientOptions{Addrs: []string{"127.0.0.1:1", "127.0.0.1:2"}}, "*redis.ClusterClient"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -365,10 +364,10 @@ func TestNewRedisClient_PicksTopologyFromConfig(t *testing.T) {
 func TestNewRedisClient_BadConfig_ErrorsWithoutSecrets(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  config.Redis
+		cfg  RedisClientOptions
 	}{
-		{"no addrs", config.Redis{Password: "hunter2-secret"}},
-		{"db on cluster", config.Redis{Addrs: []string{"a:1", "b:2"}, DB: 3, Password: "hunter2-secret"}},
+		{"no addrs", RedisClientOptions{Password: "hunter2-secret"}},
+		{"db on cluster", RedisClientOptions{Addrs: []string{"a:1", "b:2"}, DB: 3, Password: "hunter2-secret"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -384,7 +383,7 @@ func TestNewRedisClient_BadConfig_ErrorsWithoutSecrets(t *testing.T) {
 }
 
 func TestNewRedisClient_TimeoutsFromConfig(t *testing.T) {
-	c, err := NewRedisClient(config.Redis{Addrs: []string{"127.0.0.1:1"}, PoolSize: 7, ReadTimeout: 3 * time.Second})
+	c, err := NewRedisClient(RedisClientOptions{Addrs: []string{"127.0.0.1:1"}, PoolSize: 7, ReadTimeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dws-gateway/dws/bridge"
+	"github.com/dws-gateway/dws/cmd/dws/app"
 	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/metrics"
 	"github.com/dws-gateway/dws/reactor"
@@ -474,13 +475,14 @@ func startGatedPod(t *testing.T, redisCfg config.Redis, route session.Route) (*g
 	srv := bridge.NewForwardServer(g, metrics.New())
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { g.open(); srv.Stop() })
-	client, err := session.NewRedisClient(redisCfg)
+	client, err := session.NewRedisClient(app.RedisClientOptions(redisCfg))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = client.Close() })
-	def := config.Defaults()
-	store := session.NewRedisStores(client, session.NewRedisOptions(g.id, redisCfg, def.Session, def.Route, metrics.New()))
+	cfg := config.Defaults()
+	cfg.Server.PodID, cfg.Redis = g.id, redisCfg
+	store := session.NewRedisStores(client, app.RedisOptions(cfg, metrics.New()))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := store.Start(ctx); err != nil {

@@ -95,11 +95,11 @@ func New(cfg *config.Config) (*App, error) {
 	if len(cfg.Redis.Addrs) > 0 {
 		// Cluster mode: locks, routes, the token cache and the replay set
 		// are shared by every pod through Redis.
-		client, err := session.NewRedisClient(cfg.Redis)
+		client, err := session.NewRedisClient(RedisClientOptions(cfg.Redis))
 		if err != nil {
 			return nil, err
 		}
-		a.store = session.NewRedisStores(client, session.NewRedisOptions(cfg.Server.PodID, cfg.Redis, cfg.Session, cfg.Route, a.Metrics))
+		a.store = session.NewRedisStores(client, RedisOptions(cfg, a.Metrics))
 		a.locker, a.routes = a.store.Locker(), a.store.Routes()
 		if cache != nil && cfg.Auth.SharedTokenCache {
 			cache = session.NewTieredTokenCache(cache, a.store.TokenCache(), cfg.Auth.TokenCacheTTL)
