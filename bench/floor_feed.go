@@ -80,7 +80,14 @@ func RunFloorProcess(ctx context.Context, c FloorProcessConfig) error {
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}
-	cons, err := bridge.EnsureConsumer(sctx, stream, ncfg)
+	// One durable pull consumer over the whole stream: the floor is one
+	// process, so it needs no partitions.
+	cons, err := stream.CreateOrUpdateConsumer(sctx, jetstream.ConsumerConfig{
+		Durable:       "floor",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		MaxAckPending: ncfg.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
 	if err != nil {
 		return fmt.Errorf("floor: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -162,10 +163,17 @@ func (l *loadRun) startPods(ctx context.Context) error {
 				}
 				p, err = StartFloorPod(ctx, fo)
 			} else {
+				set := c.ServerSet
+				if i > 0 {
+					// Its own stream name: the pods share Redis (routes) but
+					// not NATS, so they must not share partition leases
+					// either (leases are per partitioned stream).
+					set = append(slices.Clone(set), "nats.stream=wa_stream_"+string(rune('a'+i)))
+				}
 				p, err = StartPod(ctx, PodOptions{
 					Binary: c.Spawn, Name: "pod-" + string(rune('a'+i)),
 					TokenKey: c.Connect.TokenKey, APIKey: c.Connect.APIKey,
-					RedisAddr: redis, KeyPrefix: prefix, Set: c.ServerSet, LogDir: logDir,
+					RedisAddr: redis, KeyPrefix: prefix, Set: set, LogDir: logDir,
 				})
 			}
 			if err != nil {

@@ -1,6 +1,7 @@
-// Package bridge moves events between this pod and the world: the shared
-// JetStream consumer, the dispatcher that turns each message into local
-// deliveries and gRPC forwards, the pod-to-pod Push server and client pool,
+// Package bridge moves events between this pod and the world: the
+// partitioned JetStream consumers of the partitions this pod owns, the
+// dispatcher that turns each message into local deliveries and gRPC
+// forwards in stream order, the pod-to-pod Push server and client pool,
 // and the embedded NATS server of the single-node default (SPEC §5, §10).
 package bridge
 
@@ -16,7 +17,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dws-gateway/dws/internal/config"
+	"github.com/dws-gateway/dws/internal/logx"
 	"github.com/dws-gateway/dws/internal/metrics"
+	"github.com/dws-gateway/dws/internal/safego"
 	"github.com/dws-gateway/dws/session"
 )
 
@@ -45,21 +48,34 @@ type Options struct {
 	// Security is how the pool made here authenticates to other pods
 	// (bearer token, TLS); unused when Forward is set.
 	Security Security
+	// Leases is where the pods agree who consumes which partition
+	// (session.RedisPartitionLeases across a fleet); nil is a single pod
+	// that owns every partition (in-memory leases).
+	Leases session.PartitionLeases
+	// SkipVersionCheck lets tests that know their server skip
+	// CheckServerVersion; never set it in production.
+	SkipVersionCheck bool
 }
 
-// Bridge consumes the shared durable consumer and dispatches every event to
-// this pod's sockets and, over gRPC, to the other pods holding its route.
+// Bridge consumes the partitions this pod owns and dispatches every event
+// to this pod's sockets and, over gRPC, to the other pods holding its
+// route, in stream order per (company, agent) (SPEC §5).
 type Bridge struct {
-	o        Options
-	fwd      *ForwardClient
-	ownsFwd  bool
-	js       jetstream.JetStream
-	disp     *dispatcher
-	mu       sync.Mutex
-	cc       jetstream.ConsumeContext
-	consumer jetstream.Consumer
-	drained  bool
-	closed   bool
+	o       Options
+	fwd     *ForwardClient
+	ownsFwd bool
+	js      jetstream.JetStream
+	layout  PartitionLayout
+	disp    *dispatcher
+	set     *partitionSet
+	owner   *session.PartitionOwner
+	stopRun context.CancelFunc
+	ranDone chan struct{}
+	epoch   string
+	mu      sync.Mutex
+	started bool
+	drained bool
+	closed  bool
 }
 
 // New checks o and builds a Bridge; nothing runs until Start.
@@ -94,15 +110,21 @@ func New(o Options) (*Bridge, error) {
 	return b, nil
 }
 
-// Start ensures the stream and the durable consumer exist (creating them
-// as SPEC §5 says) and starts consuming. ctx bounds the set-up and carries
-// the logger context; cancelling it later does not stop the Bridge (Drain
-// and Close do).
+// Start checks the NATS server version, ensures the stream (creating it as
+// SPEC §5 says) and the dws-owned partition stream derived from it, and
+// starts taking this pod's share of the partitions. ctx bounds the set-up
+// and carries the logger context; cancelling it later does not stop the
+// Bridge (Drain and Close do).
 func (b *Bridge) Start(ctx context.Context) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cc != nil || b.drained {
+	if b.started || b.drained {
 		return errors.New("bridge: already started or stopped")
+	}
+	if !b.o.SkipVersionCheck {
+		if err := CheckServerVersion(b.o.Conn); err != nil {
+			return err
+		}
 	}
 	sctx, cancel := context.WithTimeout(ctx, setupTimeout)
 	defer cancel()
@@ -110,78 +132,155 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
-	cons, err := EnsureConsumer(sctx, stream, b.o.NATS)
+	info, err := stream.Info(sctx)
 	if err != nil {
+		return fmt.Errorf("bridge: stream %q: %w", b.o.NATS.Stream, err)
+	}
+	b.layout = PartitionLayout{Source: b.o.NATS.Stream, Consumer: b.o.NATS.Consumer, Partitions: b.o.NATS.Partitions}
+	if _, err := EnsurePartitionStream(sctx, b.js, b.layout, info); err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
+	b.epoch = Epoch(info)
+
 	base := context.WithoutCancel(ctx)
 	b.disp = newDispatcher(base, dispatchOptions{
 		podID:    b.o.PodID,
-		workers:  b.o.Dispatch.Workers,
-		queue:    b.o.Dispatch.Queue,
 		nakDelay: b.o.NATS.NakDelay,
 		cacheTTL: b.o.RouteCacheTTL,
 	}, b.o.Routes, b.o.Local, b.fwd, b.o.Metrics)
-	cc, err := consume(base, cons, b.disp, b.o.NATS.FetchBatch)
-	if err != nil {
-		_ = b.disp.close(ctx)
-		return fmt.Errorf("bridge: consume: %w", err)
+	fetch, pending := partitionBudget(b.o.NATS)
+	b.set = newPartitionSet(base, b.js, b.layout, b.disp, b.o.NATS.AckWait, pending, fetch)
+	m := b.o.Metrics
+	b.set.queued = m.DispatchQueueDepth
+	b.set.onTakeover = func(p int, had uint64) {
+		m.PartitionTakeoverPending.Add(float64(had))
+		logx.From(base).Info("partition taken over with events pending", "partition", p, "pending", had)
 	}
-	b.consumer, b.cc = cons, cc
+	b.set.onConsuming = func(_ int, took time.Duration) { m.PartitionTakeover.Observe(took.Seconds()) }
+	leases := b.o.Leases
+	if leases == nil {
+		leases = session.NewMemoryPartitionLeases()
+	}
+	b.owner = session.NewPartitionOwner(leases, session.PartitionOwnerOptions{
+		PodID:      b.o.PodID,
+		Partitions: b.o.NATS.Partitions,
+		Failover:   b.o.NATS.Failover,
+		Start:      b.set.Start,
+		Stop:       b.set.Stop,
+		Healthy: func() error {
+			if !b.o.Conn.IsConnected() {
+				return errors.New("nats disconnected")
+			}
+			return nil
+		},
+		OnChange: func(p int, owned bool, reason string) {
+			m.PartitionChanges.WithLabelValues(reason).Inc()
+			if owned {
+				m.PartitionsOwned.Inc()
+			} else {
+				m.PartitionsOwned.Dec()
+			}
+			logx.From(base).Debug("partition ownership", "partition", p, "owned", owned, "reason", reason)
+		},
+	})
+	runCtx, stop := context.WithCancel(base)
+	b.stopRun, b.ranDone = stop, make(chan struct{})
+	safego.Go(runCtx, "bridge.partitions", func(ctx context.Context) {
+		defer close(b.ranDone)
+		b.owner.Run(ctx)
+	})
+	b.started = true
 	return nil
 }
 
-// Drain is shutdown step 2 of SPEC §6: stop fetching, let every message
-// already received finish (local deliveries and forwards), settle each
-// (ack, or NAK when the registry failed) and flush the acks to NATS. It
-// returns ctx's error if that takes longer than ctx allows (Close then
-// stops what is left). Safe to call more than once.
-func (b *Bridge) Drain(ctx context.Context) error {
+// minPartitionAckPending keeps one hot (company, agent) flowing while its
+// forwards wait on a slow pod: at most this many of its events in flight
+// (bounded memory: 64 partitions × 256 × the payload size on a pod that
+// owns them all).
+const minPartitionAckPending = 256
+
+// partitionBudget splits nats.fetch_batch and nats.max_ack_pending over
+// the partitions: they are pod-wide budgets in the configuration, and a
+// pod may own every partition (single pod, or the last one standing), so
+// each partition gets its share, with floors.
+func partitionBudget(n config.NATS) (fetch, pending int) {
+	parts := max(n.Partitions, 1)
+	fetch = max(n.FetchBatch/parts, 16)
+	pending = max(n.MaxAckPending/parts, minPartitionAckPending)
+	return fetch, pending
+}
+
+// Epoch is the stream's epoch for ready frames (SPEC §5); "" before Start.
+func (b *Bridge) Epoch() string {
 	b.mu.Lock()
-	cc, d, first := b.cc, b.disp, !b.drained
-	b.drained = true
+	defer b.mu.Unlock()
+	return b.epoch
+}
+
+// Owned lists the partitions this pod consumes now (for /ready).
+func (b *Bridge) Owned() []int {
+	b.mu.Lock()
+	o := b.owner
 	b.mu.Unlock()
-	if cc == nil || !first {
+	if o == nil {
 		return nil
 	}
-	cc.Drain()
-	select {
-	case <-cc.Closed():
-	case <-ctx.Done():
-		return fmt.Errorf("bridge: drain: %w", ctx.Err())
+	return o.Owned()
+}
+
+// Layout names the derived stream and its consumers; zero before Start.
+func (b *Bridge) Layout() PartitionLayout {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.layout
+}
+
+// Drain is shutdown step 2 of SPEC §6: hand every partition over (leave
+// the membership so the other pods take them at once, stop consuming each
+// after the message in hand, NAK what was fetched and not processed so
+// the next owner gets it first), let every message already handled settle
+// (local deliveries and forwards) and flush the acks to NATS. It returns
+// ctx's error if that takes longer than ctx allows (Close then stops what
+// is left). Safe to call more than once.
+func (b *Bridge) Drain(ctx context.Context) error {
+	b.mu.Lock()
+	owner, d, first := b.owner, b.disp, !b.drained
+	b.drained = true
+	b.mu.Unlock()
+	if owner == nil || !first {
+		return nil
 	}
+	errOwner := owner.Drain(ctx)
+	b.stopRun()
 	if err := d.close(ctx); err != nil {
 		return fmt.Errorf("bridge: drain: %w", err)
 	}
 	if err := b.o.Conn.FlushWithContext(ctx); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		return fmt.Errorf("bridge: flush acks: %w", err)
 	}
+	if errOwner != nil {
+		// The leases lapse on their own within nats.failover.
+		logx.From(ctx).Warn("partition hand-over incomplete", "err", errOwner.Error())
+	}
 	return nil
 }
 
-// closeWait bounds how long Close waits for the consume callback to
-// return before it stops the dispatcher; past it the workers are left to
-// the process exit rather than risk a send on a closed queue.
-const closeWait = 2 * time.Second
-
-// Close stops consuming at once — messages not yet settled are redelivered
-// by JetStream after ack_wait — stops the dispatch workers once their
-// queues are empty, and closes the forward client when the Bridge made it.
+// Close stops consuming at once — a message not yet settled goes to the
+// partition's next owner, which recreates the consumer at the oldest
+// unacked event — and closes the forward client when the Bridge made it.
 // It does not close Options.Conn. Call Drain first for a clean shutdown.
 func (b *Bridge) Close() error {
 	b.mu.Lock()
-	cc, d, closed := b.cc, b.disp, b.closed
+	stop, ran, closed := b.stopRun, b.ranDone, b.closed
 	b.drained, b.closed = true, true
 	b.mu.Unlock()
 	if closed {
 		return nil
 	}
-	if cc != nil {
-		cc.Stop()
+	if stop != nil {
+		stop() // the owner's Run stops every partition and releases them
 		select {
-		case <-cc.Closed():
-			// No enqueue can follow: the workers may stop.
-			d.stop()
+		case <-ran:
 		case <-time.After(closeWait):
 		}
 	}
@@ -190,6 +289,10 @@ func (b *Bridge) Close() error {
 	}
 	return nil
 }
+
+// closeWait bounds how long Close waits for the partitions to stop; past
+// it they are left to the process exit.
+const closeWait = 5 * time.Second
 
 // Redelivered reports how many messages this pod received more than once
 // (JetStream redelivery after a failure); their events may have reached

@@ -13,25 +13,23 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 
-	"github.com/dws-gateway/dws/internal/metrics"
 	"github.com/dws-gateway/dws/reactor"
 	"github.com/dws-gateway/dws/session"
 )
 
-// The consumer comparison of perf/fanout-consumer.md: the shipped pull
-// consumer (Consume with PullMaxMessages = nats.fetch_batch) against a push
-// consumer with a queue group, both feeding the same dispatcher with a
-// no-op Deliverer, against an embedded nats-server in this process.
+// The partitioned consumption end to end (SPEC §5): N pods split the
+// partitions of an embedded nats-server in this process (shared in-memory
+// leases), each routes to a no-op Deliverer standing for one socket
+// subscribed to every subject. (The pull-vs-push comparison of
+// perf/fanout-consumer.md measured the shared consumer this replaced.)
 //
 //	go test ./bridge -run '^$' -bench 'Consume' -benchtime 20000x -count 3
 //
 // backlog: b.N events stored first, then consumed: saturation throughput.
 // paced:   b.N events published at benchRate/s while consuming: latency
-//          from the publisher's clock to Deliver, and how many events
-//          reached the (shared) Deliverer after a later event of their
-//          subject — with 2 pods, per-subject order is only kept within a pod.
+//          from the publisher's clock to Deliver, and order inversions per
+//          subject across pods (must be 0: one owner per partition).
 
 const (
 	benchRate     = 5000 // events/s in the paced runs, ~1/4 of saturation
@@ -85,156 +83,61 @@ func (l *latencyDeliverer) Deliver(_ session.Route, p []byte, _ reactor.Meta) in
 }
 
 type consumeRun struct {
-	mode  string // pull | pull1024 | push
-	pods  int    // consumers sharing the durable
+	pods  int
 	paced bool
-	// stuck makes the last pod's Deliverer block (a pod wedged on a bad
-	// socket or store): how much do the healthy pods still deliver?
-	stuck  bool
-	n      int
-	report bool
+	n     int
 }
 
 // runConsume publishes and consumes r.n events and reports msgs/s, CPU µs
-// per message (whole process: publisher, nats-server and consumer) and, when
-// paced, latency percentiles.
+// per message (whole process: publisher, nats-server and pods), order
+// inversions and, when paced, latency percentiles.
 func runConsume(b *testing.B, r consumeRun) {
 	_, url := startNATS(b)
 	pub := connect(b, url)
 	cfg := testNATS()
-	ctx := context.Background()
 	js := newJS(b, pub)
-	stream, err := EnsureStream(ctx, js, cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if r.mode == "pull1024" {
-		cfg.FetchBatch = 1024
-	}
-	switch r.mode {
-	case "pull", "pull1024", "iter":
-		if _, err := EnsureConsumer(ctx, stream, cfg); err != nil {
-			b.Fatal(err)
-		}
-	case "push":
-		pc := ConsumerConfig(cfg)
-		pc.DeliverSubject = "_dws.deliver." + nuid.Next()
-		pc.DeliverGroup = cfg.Consumer
-		if _, err := stream.CreatePushConsumer(ctx, pc); err != nil {
-			b.Fatal(err)
-		}
-	}
-
 	lat := &latencyDeliverer{lat: make([]time.Duration, r.n)}
-	release := make(chan struct{})
-	b.Cleanup(func() { close(release) })
-	blocked := delivererFunc(func(session.Route, []byte, reactor.Meta) int { <-release; return 0 })
-	ms := make([]*metrics.Metrics, r.pods)
-	start := func() {
-		for i := range r.pods {
-			nc := connect(b, url)
-			ms[i] = metrics.New()
-			id := fmt.Sprintf("pod-%d", i)
-			fwd := NewForwardClient(testGRPC(), ms[i])
-			b.Cleanup(func() { _ = fwd.Close() })
-			var local Deliverer = lat
-			if r.stuck && i == r.pods-1 {
-				local = blocked
-			}
-			d := newDispatcher(ctx, dispatchOptions{podID: id, workers: 8, queue: 1024, nakDelay: cfg.NakDelay}, selfRoutes(id), local, fwd, ms[i])
-			var cc jetstream.ConsumeContext
-			switch r.mode {
-			case "pull", "pull1024":
-				c, err := newJS(b, nc).Consumer(ctx, cfg.Stream, cfg.Consumer)
-				if err != nil {
-					b.Fatal(err)
-				}
-				cc, err = consume(ctx, c, d, cfg.FetchBatch)
-				if err != nil {
-					b.Fatal(err)
-				}
-			case "iter":
-				c, err := newJS(b, nc).Consumer(ctx, cfg.Stream, cfg.Consumer)
-				if err != nil {
-					b.Fatal(err)
-				}
-				it, err := c.Messages(jetstream.PullMaxMessages(cfg.FetchBatch))
-				if err != nil {
-					b.Fatal(err)
-				}
-				go func() {
-					for {
-						m, err := it.Next()
-						if err != nil {
-							return
-						}
-						d.enqueue(m)
-					}
-				}()
-				b.Cleanup(it.Stop)
-				continue
-			case "push":
-				c, err := newJS(b, nc).PushConsumer(ctx, cfg.Stream, cfg.Consumer)
-				if err != nil {
-					b.Fatal(err)
-				}
-				cc, err = c.Consume(d.enqueue)
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.Cleanup(func() { cc.Stop() })
-		}
+	o := defaultPodOptions()
+	o.local = lat
+	o.leases = session.NewMemoryPartitionLeases()
+	pods := make([]*pod, r.pods)
+	for i := range pods {
+		pods[i] = startPod(b, nil, nil, o)
 	}
 	acked := func() int {
 		n := 0
-		for _, m := range ms {
-			if m != nil {
-				n += int(counter(m.Acks.WithLabelValues("ack", "delivered")))
-			}
+		for _, p := range pods {
+			n += int(counter(p.m.Acks.WithLabelValues("ack", "delivered")))
 		}
 		return n
 	}
 	subjects := benchSubjectList()
-	waitPub := func() { waitPublished(b, js) }
-
-	if !r.paced { // stamps are old by the time they are consumed: no latency here
-		for i := 0; i < r.n; i++ {
-			if _, err := js.PublishAsync(subjects[i%benchSubjects], stamp(i)); err != nil {
-				b.Fatal(err)
-			}
-			if i%1000 == 999 { // stay under the async publish window
-				waitPub()
-			}
-		}
-		waitPub()
+	if !r.paced {
+		publishBacklogFn(b, pub, cfg, r.n, func(i int) (string, []byte) { return subjects[i%benchSubjects], stamp(i) })
+	} else if _, err := EnsureStream(context.Background(), js, cfg); err != nil {
+		b.Fatal(err)
 	}
 	cpu0 := cpuTime()
 	t0 := time.Now()
 	b.ResetTimer()
-	start()
-	if r.paced {
-		publishPaced(b, js, subjects, r.n)
+	for _, p := range pods {
+		p.startBridge(b, connect(b, url), selfRoutes(p.id), o)
 	}
-	if r.stuck {
-		// The stuck pod's messages come back only after ack_wait (30 s):
-		// measure what the healthy pod delivered a second after the last
-		// publish.
-		time.Sleep(time.Second)
-		b.StopTimer()
-		got := int(lat.next.Load())
-		b.ReportMetric(100*float64(got)/float64(r.n), "%delivered")
-		lats := lat.lat[:min(got, r.n)]
-		slices.Sort(lats)
-		if len(lats) > 0 {
-			b.ReportMetric(float64(lats[int(0.99*float64(len(lats)-1))].Microseconds()), "p99-µs")
-		}
-		return
+	if r.paced {
+		// Wait for the partitions to be spread before timing delivery.
+		eventually(b, 10*time.Second, "partitions owned", func() bool {
+			n := 0
+			for _, p := range pods {
+				n += len(p.bridge.Owned())
+			}
+			return n == cfg.Partitions
+		})
+		publishPaced(b, js, subjects, r.n)
 	}
 	deadline := time.Now().Add(120 * time.Second)
 	for acked() < r.n {
 		if time.Now().After(deadline) {
-			b.Fatalf("%s: %d of %d acked", r.mode, acked(), r.n)
+			b.Fatalf("%d of %d acked", acked(), r.n)
 		}
 		time.Sleep(200 * time.Microsecond)
 	}
@@ -254,6 +157,9 @@ func runConsume(b *testing.B, r consumeRun) {
 	}
 	lat.mu.Lock()
 	b.ReportMetric(float64(lat.inversions), "inversions")
+	if lat.inversions != 0 {
+		b.Errorf("%d events reached the deliverer after a later event of their subject", lat.inversions)
+	}
 	lat.mu.Unlock()
 }
 
@@ -314,37 +220,20 @@ func cpuTime() time.Duration {
 }
 
 func BenchmarkConsume(b *testing.B) {
-	for _, mode := range []string{"pull", "pull1024", "iter", "push"} {
-		for _, pods := range []int{1, 2} {
-			b.Run(fmt.Sprintf("%s/backlog/pods=%d", mode, pods), func(b *testing.B) {
-				runConsume(b, consumeRun{mode: mode, pods: pods, n: b.N})
-			})
-			b.Run(fmt.Sprintf("%s/paced/pods=%d", mode, pods), func(b *testing.B) {
-				runConsume(b, consumeRun{mode: mode, pods: pods, n: b.N, paced: true})
-			})
-		}
-	}
-}
-
-// BenchmarkConsumeStuckPod: two pods share the durable consumer and one
-// wedges; events are published at benchRate/s. Pull: the wedged pod holds
-// at most its outstanding pull. Push with a queue group: the server keeps
-// handing it every other event until max_ack_pending is reached for the
-// whole consumer, then stops delivering to everyone until ack_wait.
-//
-//	go test ./bridge -run '^$' -bench 'ConsumeStuckPod' -benchtime 20000x
-func BenchmarkConsumeStuckPod(b *testing.B) {
-	for _, mode := range []string{"pull", "push"} {
-		b.Run(mode, func(b *testing.B) {
-			runConsume(b, consumeRun{mode: mode, pods: 2, n: b.N, paced: true, stuck: true})
+	for _, pods := range []int{1, 2} {
+		b.Run(fmt.Sprintf("backlog/pods=%d", pods), func(b *testing.B) {
+			runConsume(b, consumeRun{pods: pods, n: b.N})
+		})
+		b.Run(fmt.Sprintf("paced/pods=%d", pods), func(b *testing.B) {
+			runConsume(b, consumeRun{pods: pods, n: b.N, paced: true})
 		})
 	}
 }
 
 // BenchmarkDispatch_NoopDeliverer is the shipped path end to end on one pod:
-// JetStream pull → dispatcher → no-op Deliverer → ack. Allocations include
+// partition pull → dispatcher → no-op Deliverer → ack. Allocations include
 // the NATS client and the embedded server of this process.
 func BenchmarkDispatch_NoopDeliverer(b *testing.B) {
 	b.ReportAllocs()
-	runConsume(b, consumeRun{mode: "pull", pods: 1, n: b.N})
+	runConsume(b, consumeRun{pods: 1, n: b.N})
 }

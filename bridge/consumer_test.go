@@ -44,7 +44,7 @@ func TestBridge_NATSRestart_ResumesWithoutLosingPosition(t *testing.T) {
 	}
 	p.rec.waitN(t, 10, 5*time.Second)
 	eventually(t, 5*time.Second, "first ten acked", func() bool {
-		return consumerInfo(t, pub, cfg).AckFloor.Consumer == 10
+		return allSettled(t, pub, cfg)
 	})
 
 	s1.Shutdown()
@@ -72,8 +72,8 @@ func TestBridge_NATSRestart_ResumesWithoutLosingPosition(t *testing.T) {
 	if err := p.bridge.Drain(ctx); err != nil {
 		t.Fatalf("drain after reconnect: %v", err)
 	}
-	if info := consumerInfo(t, pub, cfg); info.AckFloor.Consumer != 20 || info.NumAckPending != 0 {
-		t.Fatalf("ack floor %d, ack pending %d; want 20 and 0", info.AckFloor.Consumer, info.NumAckPending)
+	if b := settledState(t, pub, cfg); b.unsettled != 0 || b.ackPending != 0 {
+		t.Fatalf("after drain %d messages unsettled, %d ack pending; want 0 and 0", b.unsettled, b.ackPending)
 	}
 }
 
@@ -82,7 +82,9 @@ func TestBridge_PodKilledMidStream_SurvivorMissesNothing(t *testing.T) {
 	_, url := startNATS(t)
 	routes := newMemRoutes()
 	o := defaultPodOptions()
-	o.nats.AckWait = time.Second // redelivery of the dead pod's messages
+	o.nats.AckWait = time.Second
+	o.nats.Failover = 2 * time.Second
+	o.leases = session.NewMemoryPartitionLeases() // A and B split the partitions
 	a := startPod(t, connect(t, url), routes, o)
 	ncB := connect(t, url)
 	b := startPod(t, ncB, routes, o)
@@ -95,7 +97,8 @@ func TestBridge_PodKilledMidStream_SurvivorMissesNothing(t *testing.T) {
 	for i := 0; i < n; i++ {
 		publish(t, pub, "websocket.c.a.chats", strconv.Itoa(i), "")
 		if i == n/2 {
-			// Kill B: no drain, no acks, no forwards after this point.
+			// Kill B: no drain, no acks, no forwards after this point;
+			// its partitions move to A once B's leases lapse.
 			ncB.Close()
 			_ = b.fwd.Close()
 		}

@@ -43,21 +43,20 @@ const maxPanicDeliveries = 5
 // set of (company, agent) routes is far smaller.
 const routeCacheSize = 65536
 
-// dispatchOptions sizes a dispatcher.
+// dispatchOptions configures a dispatcher.
 type dispatchOptions struct {
 	podID    string
-	workers  int
-	queue    int           // total queued messages across workers
-	nakDelay time.Duration // redelivery delay while the route registry is down
+	nakDelay time.Duration // pause between route lookups while the registry is down
 	cacheTTL time.Duration // 0 = no route cache
 }
 
 // dispatcher turns JetStream messages into local deliveries and gRPC
-// forwards. Each subject hashes to one worker, so the events of one subject
-// are routed one after the other in consume order (SPEC §5 ordering);
-// forwards to one pod leave in that order too (forward_client.go keeps one
-// RPC in flight per pod). A message is settled (ack/nak/term) once its
-// worker and every forward of it are done.
+// forwards. Each owned partition calls handleOrdered with its messages one
+// at a time in stream order, so the events of one (company, agent) are
+// routed in publish order (SPEC §5); forwards to one pod leave in that
+// order too (forward_client.go keeps one RPC in flight per pod, FIFO). A
+// message is settled (ack/nak/term) once its local part and every forward
+// of it are done; the partition goes on with the next message meanwhile.
 type dispatcher struct {
 	o      dispatchOptions
 	base   context.Context
@@ -66,11 +65,8 @@ type dispatcher struct {
 	fwd    *ForwardClient
 	m      *metrics.Metrics
 	cache  *expirable.LRU[session.Route, []string]
-	queues []chan jetstream.Msg
 
-	workers  sync.WaitGroup
-	inflight sync.WaitGroup // enqueued and not yet settled
-	closing  sync.Once
+	inflight sync.WaitGroup // handled and not yet settled
 
 	// Counters resolved once: the hot path does no label lookups.
 	natsByKind   [3]prometheus.Counter
@@ -83,25 +79,20 @@ type dispatcher struct {
 	ackNoRoute   prometheus.Counter
 	ackSkipped   prometheus.Counter
 	nakLookup    prometheus.Counter
+	waitLookup   prometheus.Counter
 	nakPanic     prometheus.Counter
+	retryPanic   prometheus.Counter
 	termBadSubj  prometheus.Counter
 	termPoison   prometheus.Counter
 	termInvalid  prometheus.Counter
 	dropInvalid  prometheus.Counter
 	// redelivered counts messages seen more than once (NumDelivered > 1):
-	// after a pod, NATS or Redis failure these may duplicate an event for
-	// some sockets (SPEC §5: clients dedupe by event_id).
+	// after a failure or a handover; the sockets drop the ones they
+	// already have by seq.
 	redelivered atomic.Uint64
 }
 
 func newDispatcher(base context.Context, o dispatchOptions, routes session.Routes, local Deliverer, fwd *ForwardClient, m *metrics.Metrics) *dispatcher {
-	if o.workers <= 0 {
-		o.workers = 1
-	}
-	per := o.queue / o.workers
-	if per < 1 {
-		per = 1
-	}
 	d := &dispatcher{o: o, base: base, routes: routes, local: local, fwd: fwd, m: m}
 	if o.cacheTTL > 0 {
 		d.cache = expirable.NewLRU[session.Route, []string](routeCacheSize, nil, o.cacheTTL)
@@ -118,55 +109,21 @@ func newDispatcher(base context.Context, o dispatchOptions, routes session.Route
 	d.ackNoRoute = m.Acks.WithLabelValues("ack", "no_route")
 	d.ackSkipped = m.Acks.WithLabelValues("ack", "pod_unreachable")
 	d.nakLookup = m.Acks.WithLabelValues("nak", "route_lookup")
+	d.waitLookup = m.Acks.WithLabelValues("in_progress", "route_lookup")
 	d.nakPanic = m.Acks.WithLabelValues("nak", "panic")
+	d.retryPanic = m.Acks.WithLabelValues("in_progress", "panic")
 	d.termBadSubj = m.Acks.WithLabelValues("term", "bad_subject")
 	d.termPoison = m.Acks.WithLabelValues("term", "poison")
 	d.termInvalid = m.Acks.WithLabelValues("term", DropInvalidPayload)
 	d.dropInvalid = m.Drops.WithLabelValues(DropInvalidPayload)
-
-	d.queues = make([]chan jetstream.Msg, o.workers)
-	for i := range d.queues {
-		q := make(chan jetstream.Msg, per)
-		d.queues[i] = q
-		d.workers.Add(1)
-		safego.Go(base, "dispatch_worker", func(context.Context) {
-			defer d.workers.Done()
-			for msg := range q {
-				d.m.DispatchQueueDepth.Dec()
-				d.handle(msg)
-			}
-		})
-	}
 	return d
 }
 
-// enqueue hands msg to the worker owning its subject, blocking while that
-// worker's queue is full: the pull consumer then stops asking for more,
-// which is the backpressure we want. Called from the consume callback only,
-// never after close.
-func (d *dispatcher) enqueue(msg jetstream.Msg) {
-	d.inflight.Add(1)
-	d.m.DispatchQueueDepth.Inc()
-	d.queues[workerFor(msg.Subject(), len(d.queues))] <- msg
-}
-
-// stop lets the workers exit once their queues are empty. Call it only when
-// no enqueue can follow (the consume context is closed).
-func (d *dispatcher) stop() {
-	d.closing.Do(func() {
-		for _, q := range d.queues {
-			close(q)
-		}
-	})
-}
-
-// close stops the workers once their queues are empty and waits until
-// every message they took is settled (forwards included) or ctx ends.
+// close waits until every message handled so far is settled (forwards
+// included) or ctx ends. Call it once no partition runs.
 func (d *dispatcher) close(ctx context.Context) error {
-	d.stop()
 	done := make(chan struct{})
-	go func() { // plain goroutine: two Waits, cannot panic
-		d.workers.Wait()
+	go func() { // plain goroutine: one Wait, cannot panic
 		d.inflight.Wait()
 		close(done)
 	}()
@@ -176,17 +133,6 @@ func (d *dispatcher) close(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-// workerFor is FNV-1a of the subject: stable, allocation-free, and spreads
-// company/agent/chat tokens well enough over a handful of workers.
-func workerFor(subject string, n int) int {
-	h := uint32(2166136261)
-	for i := 0; i < len(subject); i++ {
-		h ^= uint32(subject[i])
-		h *= 16777619
-	}
-	return int(h % uint32(n))
 }
 
 // requestID returns the message's X-Request-ID (exact header name first;
@@ -218,39 +164,87 @@ const (
 	outInvalidPayload
 )
 
-// job tracks one message until it is settled. pending counts the worker's
-// own part plus one per forward in flight; whoever brings it to zero
-// settles the message.
+// job tracks one message until it is settled. pending counts the
+// partition's own part plus one per forward in flight; whoever brings it
+// to zero settles the message.
 type job struct {
 	d        *dispatcher
 	msg      jetstream.Msg
 	ctx      context.Context
-	delivery uint64 // NumDelivered, 0 when unknown
+	subject  string          // as published on nats.stream
+	seq      uint64          // sequence in nats.stream
+	part     *sync.WaitGroup // the partition's unsettled messages; may be nil
+	delivery uint64          // NumDelivered, 0 when unknown
 	pending  atomic.Int32
 	skipped  atomic.Int32
 	panicked atomic.Bool
 	out      outcome
+	// lookupErr is the last route lookup error, for the log.
+	lookupErr error
 }
 
-// handle routes one message; a panic anywhere in it is recovered here and
-// the message NAKed, so one bad event never stops a worker.
-func (d *dispatcher) handle(msg jetstream.Msg) {
+// handleOrdered implements orderedHandler: it routes one message of a
+// partition and returns once its local deliveries are queued and its
+// forwards are queued behind the partition's earlier ones; the ack follows
+// when they complete. While the route registry is unreachable it keeps the
+// message (in-progress acks) and retries every nak_delay instead of NAKing
+// it: a NAKed message would come back after later ones, and the sockets
+// would drop it as older than what they already have. A panic is retried
+// the same way, maxPanicDeliveries times, then the message is terminated.
+// When ctx ends first (the partition moved), the message is NAKed for the
+// next owner.
+func (d *dispatcher) handleOrdered(ctx context.Context, msg jetstream.Msg, subject string, seq uint64, part *sync.WaitGroup) {
 	id := requestID(msg)
 	if id == "" {
 		id = uuid.NewString()
 	}
-	j := &job{d: d, msg: msg, ctx: logx.WithRequestID(d.base, id)}
+	j := &job{d: d, msg: msg, ctx: logx.WithRequestID(d.base, id), subject: subject, seq: seq, part: part}
+	d.inflight.Add(1)
+	if part != nil {
+		part.Add(1)
+	}
 	j.pending.Store(1)
-	if !safego.Run(j.ctx, "dispatch", func() { d.route(j, id) }) {
-		j.panicked.Store(true)
+	for attempt := 1; ; attempt++ {
+		j.out = outDelivered
+		ok := safego.Run(j.ctx, "dispatch", func() { d.route(j, id) })
+		switch {
+		case !ok && attempt >= maxPanicDeliveries:
+			j.panicked.Store(true)
+			j.delivery = maxPanicDeliveries // settle terminates it
+		case !ok:
+			d.retryPanic.Inc()
+		case j.out == outLookupFailed:
+			if attempt == 1 {
+				logx.From(j.ctx).Warn("route lookup failed; holding the message and retrying",
+					"subject", subject, "retry_every", d.o.nakDelay.String(), "err", j.lookupErr.Error())
+			}
+			d.waitLookup.Inc()
+		default:
+			j.done()
+			return
+		}
+		if j.panicked.Load() {
+			break
+		}
+		_ = msg.InProgress()
+		select {
+		case <-ctx.Done():
+			// Handed over meanwhile: the next owner takes it, first.
+			j.out = outLookupFailed
+			j.panicked.Store(false)
+			j.done()
+			return
+		case <-time.After(d.o.nakDelay):
+		}
 	}
 	j.done()
 }
 
-// route does the worker's part of a message: parse, look up, deliver
-// locally, start the forwards.
+// route does the partition's part of a message: parse, look up, deliver
+// locally, start the forwards. It delivers nothing when the lookup fails,
+// so handleOrdered may call it again.
 func (d *dispatcher) route(j *job, id string) {
-	subject := j.msg.Subject()
+	subject := j.subject
 	r, ok := ParseSubject(subject)
 	if !ok {
 		d.natsUnknown.Inc()
@@ -265,8 +259,8 @@ func (d *dispatcher) route(j *job, id string) {
 		return
 	}
 
-	meta := reactor.Meta{RequestID: id}
-	if md, err := j.msg.Metadata(); err == nil {
+	meta := reactor.Meta{RequestID: id, Seq: j.seq}
+	if md, err := j.msg.Metadata(); err == nil && j.delivery == 0 {
 		meta.PublishedAt = md.Timestamp
 		j.delivery = md.NumDelivered
 		if md.NumDelivered > 1 {
@@ -284,9 +278,7 @@ func (d *dispatcher) route(j *job, id string) {
 	}
 	pods, err := d.pods(j.ctx, key)
 	if err != nil {
-		logx.From(j.ctx).Warn("route lookup failed; message will be redelivered",
-			"subject", subject, "nak_delay", d.o.nakDelay.String(), "err", err.Error())
-		j.out = outLookupFailed
+		j.out, j.lookupErr = outLookupFailed, err
 		return
 	}
 
@@ -322,6 +314,7 @@ func (d *dispatcher) route(j *job, id string) {
 		Payload:           data,
 		PublishedUnixNano: unixNano(meta.PublishedAt),
 		RequestId:         id,
+		Seq:               j.seq,
 	}
 	for _, p := range pods {
 		if p == d.o.podID {
@@ -356,7 +349,7 @@ func (j *job) Forwarded(pod string, accepted uint32, err error) {
 		j.skipped.Add(1)
 		j.d.dropPod.Inc()
 		logx.From(j.ctx).Warn("pod unreachable; event skipped for it",
-			"pod", pod, "subject", j.msg.Subject(), "err", err.Error())
+			"pod", pod, "subject", j.subject, "err", err.Error())
 	}
 	j.done()
 }
@@ -371,6 +364,9 @@ func (j *job) done() {
 func (j *job) settle() {
 	d := j.d
 	defer d.inflight.Done()
+	if j.part != nil {
+		defer j.part.Done()
+	}
 	var err error
 	switch {
 	case j.panicked.Load():
@@ -378,7 +374,7 @@ func (j *job) settle() {
 			d.termPoison.Inc()
 			d.dropPoison.Inc()
 			logx.From(j.ctx).Error("message terminated after repeated panics",
-				"subject", j.msg.Subject(), "delivery", j.delivery)
+				"subject", j.subject, "delivery", j.delivery)
 			err = j.msg.TermWithReason("dws: dispatch panicked")
 		} else {
 			d.nakPanic.Inc()
@@ -390,18 +386,18 @@ func (j *job) settle() {
 	case j.out == outBadSubject:
 		d.termBadSubj.Inc()
 		d.dropBadSubj.Inc()
-		logx.From(j.ctx).Warn("message on an unknown subject shape terminated", "subject", j.msg.Subject())
+		logx.From(j.ctx).Warn("message on an unknown subject shape terminated", "subject", j.subject)
 		err = j.msg.TermWithReason("dws: unknown subject")
 	case j.out == outInvalidPayload:
 		d.termInvalid.Inc()
 		d.dropInvalid.Inc()
 		logx.From(j.ctx).Warn("message whose payload is not UTF-8 JSON terminated",
-			"subject", j.msg.Subject(), "bytes", len(j.msg.Data()))
+			"subject", j.subject, "bytes", len(j.msg.Data()))
 		err = j.msg.TermWithReason("dws: payload is not UTF-8 JSON")
 	case j.out == outNoRoute:
 		d.ackNoRoute.Inc()
 		d.dropNoRoute.Inc()
-		logx.From(j.ctx).Debug("no pod holds the route", "subject", j.msg.Subject())
+		logx.From(j.ctx).Debug("no pod holds the route", "subject", j.subject)
 		err = j.msg.Ack()
 	case j.skipped.Load() > 0:
 		d.ackSkipped.Inc()
@@ -413,7 +409,7 @@ func (j *job) settle() {
 	if err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		// The connection is down: JetStream redelivers after ack_wait.
 		logx.From(j.ctx).Warn("settling message failed; it will be redelivered",
-			"subject", j.msg.Subject(), "err", err.Error())
+			"subject", j.subject, "err", err.Error())
 	}
 }
 

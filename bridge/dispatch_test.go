@@ -109,8 +109,7 @@ func TestDispatch_NoPodHoldsRoute_AckedAndCountedAsDrop(t *testing.T) {
 		t.Fatalf("acks{ack,no_route} = %v, want 4", n)
 	}
 	eventually(t, 5*time.Second, "nothing pending", func() bool {
-		info := consumerInfo(t, nc, testNATS())
-		return info.NumAckPending == 0 && info.NumPending == 0 && info.AckFloor.Consumer == 4
+		return allSettled(t, nc, testNATS())
 	})
 	if got := p.rec.snapshot(); len(got) != 0 {
 		t.Fatalf("deliverer called for unrouted events: %+v", got)
@@ -133,7 +132,7 @@ func TestDispatch_AdminEventNotYetRegistered_StillTriesLocalSockets(t *testing.T
 	}
 }
 
-func TestDispatch_RegistryDown_NakedWithDelayThenDeliveredOnRecovery(t *testing.T) {
+func TestDispatch_RegistryDown_HeldThenDeliveredInOrderOnRecovery(t *testing.T) {
 	t.Parallel()
 	_, url := startNATS(t)
 	nc := connect(t, url)
@@ -146,10 +145,14 @@ func TestDispatch_RegistryDown_NakedWithDelayThenDeliveredOnRecovery(t *testing.
 	for i := 0; i < 3; i++ {
 		publish(t, nc, "websocket.c.a.chats", fmt.Sprintf(`{"n":%d}`, i), "")
 	}
-	// Redelivered every nak_delay while down: several NAKs, no delivery.
-	eventually(t, 5*time.Second, "repeated NAKs", func() bool {
-		return counter(p.m.Acks.WithLabelValues("nak", "route_lookup")) >= 6
+	// Held (in progress) and retried every nak_delay while down, never
+	// NAKed: a NAK would let later events overtake it.
+	eventually(t, 5*time.Second, "repeated lookups", func() bool {
+		return counter(p.m.Acks.WithLabelValues("in_progress", "route_lookup")) >= 6
 	})
+	if v := counter(p.m.Acks.WithLabelValues("nak", "route_lookup")); v != 0 {
+		t.Fatalf("%v NAKs while the registry was down; want the message held", v)
+	}
 	if got := p.rec.snapshot(); len(got) != 0 {
 		t.Fatalf("delivered while the registry was down: %d", len(got))
 	}
@@ -166,12 +169,12 @@ func TestDispatch_RegistryDown_NakedWithDelayThenDeliveredOnRecovery(t *testing.
 		if n := seen[fmt.Sprintf(`{"n":%d}`, i)]; n != 1 {
 			t.Fatalf("event %d delivered %d times after recovery; all: %v", i, n, seen)
 		}
-	}
-	if p.bridge.Redelivered() < 3 {
-		t.Fatalf("redelivered = %d, want >= 3", p.bridge.Redelivered())
+		if got[i].Payload != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("delivery %d is %s: out of publish order", i, got[i].Payload)
+		}
 	}
 	eventually(t, 5*time.Second, "all acked", func() bool {
-		return consumerInfo(t, nc, testNATS()).NumAckPending == 0
+		return allSettled(t, nc, testNATS())
 	})
 }
 
@@ -196,7 +199,7 @@ func TestDispatch_UnknownSubjectOnUpstreamStream_Terminated(t *testing.T) {
 	}
 }
 
-func TestDispatch_DelivererPanics_MessageNakedAndRedelivered(t *testing.T) {
+func TestDispatch_DelivererPanics_RetriedInPlaceThenDelivered(t *testing.T) {
 	t.Parallel()
 	_, url := startNATS(t)
 	nc := connect(t, url)
@@ -216,8 +219,9 @@ func TestDispatch_DelivererPanics_MessageNakedAndRedelivered(t *testing.T) {
 	if got[0].Meta.RequestID != "req-panic" {
 		t.Fatalf("request id %q", got[0].Meta.RequestID)
 	}
-	if n := counter(p.m.Acks.WithLabelValues("nak", "panic")); n != 2 {
-		t.Fatalf("acks{nak,panic} = %v, want 2", n)
+	// Retried in place (a NAK would let later events overtake it).
+	if n := counter(p.m.Acks.WithLabelValues("in_progress", "panic")); n != 2 {
+		t.Fatalf("acks{in_progress,panic} = %v, want 2", n)
 	}
 	eventually(t, 5*time.Second, "acked", func() bool {
 		return counter(p.m.Acks.WithLabelValues("ack", "delivered")) == 1
@@ -291,12 +295,10 @@ func TestBridge_Drain_FinishesAndAcksInFlightMessages(t *testing.T) {
 	if handled <= 10 || handled >= n {
 		t.Fatalf("handled %d of %d: want Drain to finish what was received and fetch no more", handled, n)
 	}
-	info := consumerInfo(t, nc, o.nats)
-	if info.NumAckPending != 0 {
-		t.Fatalf("after Drain %d messages are delivered but unacked (handled %d)", info.NumAckPending, handled)
-	}
-	if int(info.AckFloor.Consumer) != handled || int(info.NumPending) != n-handled {
-		t.Fatalf("ack floor %d, pending %d; handled %d of %d", info.AckFloor.Consumer, info.NumPending, handled, n)
+	// The derived stream is a work queue: exactly the handled messages
+	// were acked and left it; the rest wait for the next owner.
+	if b := settledState(t, nc, o.nats); int(b.unsettled) != n-handled {
+		t.Fatalf("after Drain %d messages unsettled; handled %d of %d", b.unsettled, handled, n)
 	}
 	if d := gauge(p.m.DispatchQueueDepth); d != 0 {
 		t.Fatalf("queue depth after drain = %v", d)
@@ -307,8 +309,15 @@ func TestBridge_Drain_FinishesAndAcksInFlightMessages(t *testing.T) {
 }
 
 // publishBacklog stores n events on subject (payloads "0".."n-1") before
-// any pod consumes, creating the stream as a pod would.
+// any pod consumes, creating the streams as a pod would.
 func publishBacklog(t testing.TB, nc *nats.Conn, cfg config.NATS, subject string, n int) {
+	publishBacklogFn(t, nc, cfg, n, func(i int) (string, []byte) { return subject, []byte(strconv.Itoa(i)) })
+}
+
+// publishBacklogFn stores n events (subject and payload of event i from
+// ev) before any pod consumes, and waits until the partition stream holds
+// them all.
+func publishBacklogFn(t testing.TB, nc *nats.Conn, cfg config.NATS, n int, ev func(i int) (string, []byte)) {
 	t.Helper()
 	js := newJS(t, nc)
 	ctx := context.Background()
@@ -316,19 +325,37 @@ func publishBacklog(t testing.TB, nc *nats.Conn, cfg config.NATS, subject string
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The consumer starts at deliver-new: create it before the backlog.
-	if _, err := EnsureConsumer(ctx, s, cfg); err != nil {
+	// The derived stream starts at the present: create it before the
+	// backlog, as a running fleet would have.
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := PartitionLayout{Source: cfg.Stream, Consumer: cfg.Consumer, Partitions: cfg.Partitions}
+	if _, err := EnsurePartitionStream(ctx, js, l, info); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < n; i++ {
-		if _, err := js.PublishAsync(subject, []byte(strconv.Itoa(i))); err != nil {
+		subject, data := ev(i)
+		if _, err := js.PublishAsync(subject, data); err != nil {
 			t.Fatal(err)
 		}
+		if i%1000 == 999 { // stay under the async publish window
+			waitAsync(t, js)
+		}
 	}
+	waitAsync(t, js)
+	eventually(t, 30*time.Second, "backlog sourced into the partition stream", func() bool {
+		return settledState(t, nc, cfg).unsettled == uint64(n)
+	})
+}
+
+func waitAsync(t testing.TB, js jetstream.JetStream) {
+	t.Helper()
 	select {
 	case <-js.PublishAsyncComplete():
-	case <-time.After(10 * time.Second):
-		t.Fatal("backlog publish did not complete")
+	case <-time.After(30 * time.Second):
+		t.Fatal("async publish did not complete")
 	}
 }
 
@@ -360,12 +387,12 @@ func TestBridge_CloseWithoutDrain_StopsAndLeavesTheRestToRedelivery(t *testing.T
 		t.Fatal("Start after Close succeeded")
 	}
 	// Whatever was not handled stays on the stream for another pod.
-	eventually(t, 5*time.Second, "workers finished their queues", func() bool {
+	eventually(t, 5*time.Second, "fetched messages given back", func() bool {
 		return gauge(p.m.DispatchQueueDepth) == 0
 	})
 	handled := len(p.rec.snapshot())
-	if info := consumerInfo(t, nc, o.nats); handled >= n || int(info.NumPending)+int(info.NumAckPending)+int(info.AckFloor.Consumer) < n {
-		t.Fatalf("handled %d; consumer pending %d, ack pending %d, ack floor %d", handled, info.NumPending, info.NumAckPending, info.AckFloor.Consumer)
+	if b := settledState(t, nc, o.nats); handled >= n || int(b.unsettled) < n-handled {
+		t.Fatalf("handled %d of %d; %d left on the partition stream", handled, n, b.unsettled)
 	}
 }
 

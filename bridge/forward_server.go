@@ -135,7 +135,7 @@ func (s *ForwardServer) Push(ctx context.Context, req *forwardpb.PushRequest) (*
 				slog.String("company", ev.GetCompany()), slog.Int("bytes", len(ev.GetPayload())))
 			continue
 		}
-		meta := reactor.Meta{RequestID: id, Forwarded: true}
+		meta := reactor.Meta{RequestID: id, Forwarded: true, Seq: ev.GetSeq()}
 		if ns := ev.GetPublishedUnixNano(); ns != 0 {
 			meta.PublishedAt = time.Unix(0, ns)
 		}

@@ -51,6 +51,11 @@ func TestForward_RouteHeldOnlyByOtherPod_DeliveredThereOnce(t *testing.T) {
 		if d.Route != r || d.Payload != strconv.Itoa(i) || d.Meta.RequestID != fmt.Sprintf("req-%d", i) {
 			t.Fatalf("delivery %d = %+v", i, d)
 		}
+		// The seq is the event's sequence in nats.stream (fresh stream:
+		// i+1), carried across the gRPC hop.
+		if d.Meta.Seq != uint64(i+1) {
+			t.Fatalf("delivery %d carries seq %d, want %d", i, d.Meta.Seq, i+1)
+		}
 		if d.Meta.PublishedAt.Before(start.Add(-time.Second)) || d.Meta.PublishedAt.After(time.Now()) {
 			t.Fatalf("publish time not carried across: %s", d.Meta.PublishedAt)
 		}
@@ -73,6 +78,7 @@ func TestForward_TwoPodsConsuming_EachEventReachesHolderOnce(t *testing.T) {
 	_, url := startNATS(t)
 	routes := newMemRoutes()
 	o := defaultPodOptions()
+	o.leases = session.NewMemoryPartitionLeases()
 	a := startPod(t, connect(t, url), routes, o)
 	b := startPod(t, connect(t, url), routes, o)
 	r := session.Route{Kind: session.RouteMessages, Company: "c", Agent: "a", Chat: "x"}
@@ -85,7 +91,7 @@ func TestForward_TwoPodsConsuming_EachEventReachesHolderOnce(t *testing.T) {
 	}
 	a.rec.waitN(t, n, 10*time.Second)
 	eventually(t, 5*time.Second, "everything acked", func() bool {
-		return consumerInfo(t, nc, o.nats).AckFloor.Consumer == n
+		return allSettled(t, nc, o.nats)
 	})
 	seen := map[string]int{}
 	for _, d := range a.rec.snapshot() {

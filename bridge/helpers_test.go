@@ -212,6 +212,9 @@ type podOptions struct {
 	// local replaces the pod's recorder as its Deliverer (benchmarks).
 	local    Deliverer
 	cacheTTL time.Duration
+	// leases are shared by the pods of one test so they split the
+	// partitions; nil = the pod owns them all.
+	leases session.PartitionLeases
 }
 
 func defaultPodOptions() podOptions {
@@ -246,8 +249,8 @@ func (p *pod) startBridge(t testing.TB, nc *nats.Conn, routes session.Routes, o 
 	t.Helper()
 	b, err := New(Options{
 		PodID: p.id, NATS: o.nats, GRPC: o.grpc, Dispatch: o.dispatch,
-		RouteCacheTTL: o.cacheTTL,
-		Conn:          nc, Routes: routes, Local: p.local, Metrics: p.m, Forward: p.fwd,
+		RouteCacheTTL: o.cacheTTL, Leases: o.leases,
+		Conn: nc, Routes: routes, Local: p.local, Metrics: p.m, Forward: p.fwd,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -303,20 +306,44 @@ func eventually(t testing.TB, within time.Duration, what string, cond func() boo
 	}
 }
 
-// consumerInfo fetches the shared consumer's state.
-func consumerInfo(t testing.TB, nc *nats.Conn, c config.NATS) *jetstream.ConsumerInfo {
+// backlog is where the partitioned consumption stands: unsettled is what
+// the derived work-queue stream still holds (acked messages leave it),
+// ackPending what the partition consumers delivered and wait an ack for.
+type backlog struct {
+	unsettled  uint64
+	ackPending int
+}
+
+// settledState reads the derived stream and its partition consumers.
+func settledState(t testing.TB, nc *nats.Conn, c config.NATS) backlog {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cons, err := newJS(t, nc).Consumer(ctx, c.Stream, c.Consumer)
+	l := PartitionLayout{Source: c.Stream, Consumer: c.Consumer, Partitions: c.Partitions}
+	s, err := newJS(t, nc).Stream(ctx, l.Stream())
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := cons.Info(ctx)
+	info, err := s.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info
+	b := backlog{unsettled: info.State.Msgs}
+	cs := s.ListConsumers(ctx)
+	for ci := range cs.Info() {
+		b.ackPending += ci.NumAckPending
+	}
+	if err := cs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// allSettled reports whether every message reached the derived stream and
+// was acked.
+func allSettled(t testing.TB, nc *nats.Conn, c config.NATS) bool {
+	b := settledState(t, nc, c)
+	return b.unsettled == 0 && b.ackPending == 0
 }
 
 // syncBuffer is a log sink tests read while workers write.

@@ -20,8 +20,12 @@ import (
 // be retried (a route lookup while Redis is down) for as long as ctx
 // lives rather than NAK: a NAKed message would come back after later
 // ones, out of order.
+//
+// part counts the partition's messages not yet settled: the handler adds
+// one per message and the settlement removes it, so stopping a partition
+// can wait for its forwards before the lease goes to the next owner.
 type orderedHandler interface {
-	handleOrdered(ctx context.Context, msg jetstream.Msg, subject string, seq uint64)
+	handleOrdered(ctx context.Context, msg jetstream.Msg, subject string, seq uint64, part *sync.WaitGroup)
 }
 
 // partitionSet runs the consumers of the partitions this pod owns; the
@@ -35,6 +39,10 @@ type partitionSet struct {
 	fetchBatch    int
 	base          context.Context
 	onTakeover    func(p int, had uint64) // NumAckPending a crashed owner left
+	onConsuming   func(p int, took time.Duration)
+	// queued follows the messages fetched and waiting for their
+	// partition's worker (dws_dispatch_queue_depth); optional.
+	queued interface{ Add(float64) }
 
 	mu      sync.Mutex
 	running map[int]*partitionWorker
@@ -97,6 +105,8 @@ type partitionWorker struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	queue  chan jetstream.Msg
+	// unsettled: messages handed to the handler and not yet acked.
+	unsettled sync.WaitGroup
 }
 
 // takeoverRetry paces attempts to create a partition's consumer while
@@ -105,11 +115,15 @@ const takeoverRetry = 250 * time.Millisecond
 
 func (w *partitionWorker) run(ctx context.Context) {
 	defer close(w.done)
+	began := time.Now()
 	var cons jetstream.Consumer
 	for {
 		var err error
 		if cons, err = w.takeOver(ctx); err == nil {
 			break
+		}
+		if ctx.Err() != nil {
+			return // stopped while taking over: nothing to report
 		}
 		logx.From(ctx).Warn("partition consumer not ready; retrying", "partition", w.p, "err", err.Error())
 		select {
@@ -125,6 +139,7 @@ func (w *partitionWorker) run(ctx context.Context) {
 		}
 		select {
 		case w.queue <- m:
+			w.set.addQueued(1)
 		case <-ctx.Done():
 			_ = m.Nak()
 		}
@@ -145,6 +160,9 @@ func (w *partitionWorker) run(ctx context.Context) {
 		logx.From(ctx).Error("partition consume failed", "partition", w.p, "err", err.Error())
 		return
 	}
+	if w.set.onConsuming != nil {
+		w.set.onConsuming(w.p, time.Since(began))
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,6 +171,7 @@ func (w *partitionWorker) run(ctx context.Context) {
 			w.nakQueued()
 			return
 		case m := <-w.queue:
+			w.set.addQueued(-1)
 			subject, _, ok := w.set.layout.OriginalSubject(m.Subject())
 			seq, sok := OriginSeq(m.Headers())
 			if !ok || !sok {
@@ -160,7 +179,7 @@ func (w *partitionWorker) run(ctx context.Context) {
 				_ = m.TermWithReason("dws: not a partition message")
 				continue
 			}
-			w.set.handler.handleOrdered(ctx, m, subject, seq)
+			w.set.handler.handleOrdered(ctx, m, subject, seq, &w.unsettled)
 		}
 	}
 }
@@ -197,9 +216,29 @@ func (w *partitionWorker) takeOver(ctx context.Context) (jetstream.Consumer, err
 	return c, nil
 }
 
+// settleWait bounds how long a stopping partition waits for its forwards
+// to be acked before its lease goes to the next owner. Past it the next
+// owner redelivers them, and the sockets drop what they already have.
+const settleWait = 2 * time.Second
+
 func (w *partitionWorker) stop() {
 	w.cancel()
 	<-w.done
+	settled := make(chan struct{})
+	go func() { // plain goroutine: one Wait, cannot panic
+		w.unsettled.Wait()
+		close(settled)
+	}()
+	select {
+	case <-settled:
+	case <-time.After(settleWait):
+	}
+}
+
+func (s *partitionSet) addQueued(n float64) {
+	if s.queued != nil {
+		s.queued.Add(n)
+	}
 }
 
 // nakQueued gives back what was fetched and not processed.
@@ -207,6 +246,7 @@ func (w *partitionWorker) nakQueued() {
 	for {
 		select {
 		case m := <-w.queue:
+			w.set.addQueued(-1)
 			_ = m.Nak()
 		default:
 			return

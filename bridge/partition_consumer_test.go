@@ -22,7 +22,7 @@ type partRecorder struct {
 
 func newPartRecorder() *partRecorder { return &partRecorder{seen: map[string][]uint64{}} }
 
-func (r *partRecorder) handleOrdered(ctx context.Context, m jetstream.Msg, subject string, seq uint64) {
+func (r *partRecorder) handleOrdered(ctx context.Context, m jetstream.Msg, subject string, seq uint64, _ *sync.WaitGroup) {
 	if r.frozen != nil {
 		select {
 		case <-r.frozen:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -89,6 +90,18 @@ func (l PartitionLayout) transform() jetstream.SubjectTransformConfig {
 		Source:      "websocket.*.*.>",
 		Destination: l.subjectPrefix() + "{{partition(" + strconv.Itoa(l.Partitions) + ",1,2)}}.websocket.{{wildcard(1)}}.{{wildcard(2)}}.>",
 	}
+}
+
+// PartitionOf is the partition the server puts (company, agent) in: the
+// transform's partition(n,1,2) is FNV-1a over the two tokens concatenated,
+// modulo n (nats-server subject_transform.go). Tests and tools use it to
+// know which pod consumes a company's events; a test checks it against the
+// server's placement.
+func (l PartitionLayout) PartitionOf(company, agent string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(company))
+	_, _ = h.Write([]byte(agent))
+	return int(h.Sum32() % uint32(max(l.Partitions, 1)))
 }
 
 // OriginalSubject strips the partition prefix from a derived subject,

@@ -207,6 +207,9 @@ func TestPartitionStream_SplitsByCompanyAgentInOrder(t *testing.T) {
 					t.Fatalf("%s in partitions %d and %d", ca, q, p)
 				}
 				partOf[ca] = p
+				if want := l.PartitionOf(r.Company, r.Agent); want != p {
+					t.Fatalf("%s in partition %d; PartitionOf says %d", ca, p, want)
+				}
 				if seq <= lastOf[ca] {
 					t.Fatalf("%s out of order", ca)
 				}

@@ -74,8 +74,7 @@ func TestDispatch_InvalidPayload_TerminatedCountedNextDelivered(t *testing.T) {
 		t.Fatalf("drops{%s} = %v, want 2", DropInvalidPayload, v)
 	}
 	eventually(t, 5*time.Second, "all three settled on the server", func() bool {
-		info := consumerInfo(t, nc, o.nats)
-		return info.AckFloor.Consumer == 3 && info.NumAckPending == 0
+		return allSettled(t, nc, o.nats)
 	})
 	out := logs.String()
 	for _, id := range []string{"req-bad-utf8", "req-not-json"} {

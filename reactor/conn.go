@@ -80,6 +80,11 @@ type ident struct {
 	// admin subscription filter (SPEC §5): empty = all.
 	subCompany string
 	subAgent   string
+	// Last seq written per subscription (SPEC §5 exactly-once): 16 bytes
+	// for a user; an admin's per-pair table is allocated on its first
+	// sequenced event, so admins that see none carry nothing.
+	seqs      userSeqs
+	adminSeqs *adminSeqs
 }
 
 // chatsRoute is the route every open socket sits on.
@@ -96,6 +101,28 @@ func (c *conn) messagesRoute() (r session.Route, ok bool) {
 		return r, false
 	}
 	return session.Route{Kind: session.RouteMessages, Company: c.ident.company, Agent: c.ident.agent, Chat: c.ident.chat}, true
+}
+
+// admit applies the socket's exactly-once rule to an event of kind k with
+// sequence seq (pair is the admin table key of its company and agent):
+// false when the socket already wrote that seq or a newer one on the same
+// subscription. On loop.
+func (c *conn) admit(k session.RouteKind, pair, seq uint64) bool {
+	if seq == 0 {
+		return true
+	}
+	it := c.ident
+	switch k {
+	case session.RouteChats:
+		return admitSeq(&it.seqs.chats, seq)
+	case session.RouteMessages:
+		return admitSeq(&it.seqs.messages, seq)
+	default:
+		if it.adminSeqs == nil {
+			it.adminSeqs = new(adminSeqs)
+		}
+		return it.adminSeqs.admit(pair, seq)
+	}
 }
 
 // wants reports whether an admin event for company/agent passes this admin

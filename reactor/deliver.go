@@ -30,7 +30,7 @@ func (s *Server) Deliver(r session.Route, payload []byte, m Meta) int {
 	if total == 0 {
 		return 0
 	}
-	frame := codec.EventFrame(payload)
+	frame := codec.EventFrameSeq(m.Seq, payload)
 	loops := *s.loops.Load()
 	for _, lc := range per {
 		if lc.loop >= len(loops) {
@@ -52,7 +52,11 @@ func (s *Server) Deliver(r session.Route, payload []byte, m Meta) int {
 // frame with reason socket_closing. On loop.
 func (l *loop) deliver(t *task) {
 	lim := l.srv.limits()
-	n, seen, closing := 0, 0, 0
+	n, seen, closing, dup := 0, 0, 0, 0
+	var pair uint64
+	if t.route.Kind == session.RouteAdmin && t.meta.Seq != 0 {
+		pair = pairHash(t.route.Company, t.route.Agent)
+	}
 	if set := l.members[memberKey(t.route)]; set != nil {
 		for _, c := range set.conns {
 			if !c.wants(t.route) {
@@ -62,6 +66,8 @@ func (l *loop) deliver(t *task) {
 			switch {
 			case c.state != stOpen:
 				closing++
+			case !c.admit(t.route.Kind, pair, t.meta.Seq):
+				dup++
 			case l.push(c, t.frame, lim):
 				n++
 			}
@@ -72,6 +78,9 @@ func (l *loop) deliver(t *task) {
 	}
 	if closing > 0 {
 		l.srv.mx.dropClosing.Add(float64(closing))
+	}
+	if dup > 0 {
+		l.srv.mx.dropDup.Add(float64(dup))
 	}
 	if n > 0 {
 		if t.meta.Forwarded {

@@ -52,6 +52,25 @@ type Server struct {
 	runErr   chan error
 	stopTick chan struct{}
 	epoch    time.Time
+	// ready is the encoded ready frame naming the stream epoch (SPEC §5);
+	// nil until SetStreamEpoch, then every handshake writes it.
+	ready atomic.Pointer[[]byte]
+}
+
+// SetStreamEpoch names the event stream's incarnation in every later
+// ready frame ({"type":"ready","epoch":E}, SPEC §5); the bridge calls it
+// once it has read the stream. Safe for concurrent use.
+func (s *Server) SetStreamEpoch(epoch string) {
+	f := codec.ReadyFrameEpoch(epoch)
+	s.ready.Store(&f)
+}
+
+// readyFrame is the frame a handshake ends with.
+func (s *Server) readyFrame() []byte {
+	if f := s.ready.Load(); f != nil {
+		return *f
+	}
+	return codec.ReadyFrame
 }
 
 // New checks opts and builds a Server; Start runs it.

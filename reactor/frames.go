@@ -259,5 +259,7 @@ func (s *Server) selected(c *conn, r session.Route, seq uint32, err error) {
 		s.opts.Routes.Leave(old)
 	}
 	c.ident.chat = r.Chat
+	// A new subscription: the old chat's last seq says nothing about it.
+	c.ident.seqs.messages = 0
 	c.lp.join(c, r)
 }

@@ -231,7 +231,7 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	s.mx.accepted[c.kind].Inc()
 	// Written last: once the client sees ready, Deliver must find it.
 	out := codec.AppendUpgradeResponse(make([]byte, 0, 256), hs.key, hs.protocol)
-	_, _ = c.gc.Writev([][]byte{out, codec.ReadyFrame})
+	_, _ = c.gc.Writev([][]byte{out, s.readyFrame()})
 	if c.gc.InboundBuffered() > 0 {
 		s.readFrames(c) // frames the client pipelined behind its handshake
 	}

@@ -11,4 +11,9 @@ type Meta struct {
 	// Forwarded marks an event another pod consumed and pushed here over
 	// gRPC: dws_deliveries_total counts it under path="forwarded".
 	Forwarded bool
+	// Seq is the event's sequence in nats.stream (SPEC §5): written in the
+	// frame as "seq" and checked per socket subscription so a redelivery
+	// or a handover overlap never reaches a socket twice. 0 = unknown
+	// (frame without seq, no check).
+	Seq uint64
 }

@@ -18,6 +18,7 @@ type connMetrics struct {
 	dropSlow      prometheus.Counter
 	dropClosing   prometheus.Counter
 	dropControl   prometheus.Counter
+	dropDup       prometheus.Counter
 	dropLoop      prometheus.Counter
 	ringBytes     prometheus.Gauge
 	fanoutLatency prometheus.Observer
@@ -35,6 +36,7 @@ func newConnMetrics(m *metrics.Metrics) connMetrics {
 	x.dropSlow = m.Drops.WithLabelValues("slow_consumer")
 	x.dropClosing = m.Drops.WithLabelValues("socket_closing")
 	x.dropControl = m.Drops.WithLabelValues("control_frame")
+	x.dropDup = m.Drops.WithLabelValues("duplicate")
 	x.dropLoop = m.Drops.WithLabelValues("loop_closed")
 	x.ringBytes = m.OutboundRingBytes
 	x.fanoutLatency = m.FanoutLatency

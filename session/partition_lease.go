@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 	"sync"
@@ -122,25 +123,39 @@ func (m *MemoryPartitionLeases) Release(_ context.Context, ps []int, pod string)
 // its keys share the hash tag {partitions}, so the scripts below, which
 // touch several of them, also run on Redis Cluster (one slot).
 //
-// Keys (with the store's prefix):
-//   - {partitions}:members — sorted set, member = pod id, score = expiry in
-//     Unix milliseconds: a crashed pod drops out when its score passes.
-//   - {partitions}:owner:N — the pod id holding partition N's lease, with a
-//     PX TTL: a crashed owner's lease lapses by itself.
+// Keys (with the store's prefix; G is the group, one hash slot per group
+// on Redis Cluster):
+//   - {partitions:G}:members — sorted set, member = pod id, score = expiry
+//     in Unix milliseconds: a crashed pod drops out when its score passes.
+//   - {partitions:G}:owner:N — the pod id holding partition N's lease,
+//     with a PX TTL: a crashed owner's lease lapses by itself.
 type RedisPartitionLeases struct {
-	rdb    redis.UniversalClient
-	prefix string
+	rdb  redis.UniversalClient
+	base string // prefix + "{partitions:G}:"
 }
 
 // NewRedisPartitionLeases returns leases on rdb under keyPrefix (config
-// redis.key_prefix).
-func NewRedisPartitionLeases(rdb redis.UniversalClient, keyPrefix string) *RedisPartitionLeases {
-	return &RedisPartitionLeases{rdb: rdb, prefix: keyPrefix}
+// redis.key_prefix) for one group of partitions: the pods consuming one
+// partitioned stream (its name is the group), so another partition count,
+// another stream or another NATS behind the same Redis never shares
+// leases with it.
+func NewRedisPartitionLeases(rdb redis.UniversalClient, keyPrefix, group string) *RedisPartitionLeases {
+	return &RedisPartitionLeases{rdb: rdb, base: keyPrefix + "{partitions:" + group + "}:"}
 }
 
-func (r *RedisPartitionLeases) membersKey() string { return r.prefix + "{partitions}:members" }
+func (r *RedisPartitionLeases) membersKey() string { return r.base + "members" }
 func (r *RedisPartitionLeases) ownerKey(p int) string {
-	return r.prefix + "{partitions}:owner:" + strconv.Itoa(p)
+	return r.base + "owner:" + strconv.Itoa(p)
+}
+
+// Owner returns the pod holding partition p's lease, "" when none does
+// (for tools and tests: which pod consumes a company's events).
+func (r *RedisPartitionLeases) Owner(ctx context.Context, p int) (string, error) {
+	v, err := r.rdb.Get(ctx, r.ownerKey(p)).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	return v, err
 }
 
 // heartbeatScript: ZADD self, drop lapsed members, return the live ones.

@@ -47,6 +47,13 @@ type PartitionOwnerOptions struct {
 	Stop func(p int)
 	// OnChange is told of every ownership change (metrics); optional.
 	OnChange func(p int, owned bool, reason string)
+	// Healthy reports whether this pod can consume at all (its NATS
+	// connection is up); optional. While it fails the pod stops renewing
+	// its membership and leases, exactly as when the lease store is
+	// unreachable, so a pod cut off from NATS but not from Redis gives
+	// its partitions up within the failover budget instead of holding
+	// them unconsumed.
+	Healthy func() error
 }
 
 // PartitionOwner keeps this pod's share of the partitions (SPEC §5): every
@@ -128,6 +135,12 @@ func (o *PartitionOwner) Step(ctx context.Context) {
 	if o.draining {
 		return
 	}
+	if o.opts.Healthy != nil {
+		if err := o.opts.Healthy(); err != nil {
+			o.fence(ctx, err)
+			return
+		}
+	}
 	opCtx, cancel := context.WithTimeout(ctx, o.tick)
 	defer cancel()
 
@@ -191,7 +204,7 @@ func (o *PartitionOwner) fence(ctx context.Context, err error) {
 	if ctx.Err() != nil || len(o.owned) == 0 || time.Since(o.lastOK) < o.ttl-o.tick {
 		return
 	}
-	logx.L().Warn("partition leases not refreshed in time; consumption stopped until the store answers",
+	logx.L().Warn("partition leases not refreshed in time; consumption stopped until this pod is healthy and the store answers",
 		"err", err.Error(), "partitions", len(o.owned))
 	for _, p := range o.owned {
 		o.stop(p, PartitionStoreDown)

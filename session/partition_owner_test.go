@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -15,7 +16,7 @@ func leaseStores(t *testing.T) map[string]func() PartitionLeases {
 		"memory": func() PartitionLeases { return NewMemoryPartitionLeases() },
 		"redis": func() PartitionLeases {
 			c := sharedRedis(t)
-			return NewRedisPartitionLeases(c, testPrefix(t, c))
+			return NewRedisPartitionLeases(c, testPrefix(t, c), "wa_stream_dws_p64")
 		},
 	}
 }
@@ -91,6 +92,7 @@ type ownerRig struct {
 	active map[int]string // partition -> consuming pod
 	owners map[string]*PartitionOwner
 	cancel map[string]context.CancelFunc
+	sick   sync.Map // pod id -> struct{}: its Healthy check fails
 }
 
 func newOwnerRig(t *testing.T, store PartitionLeases, failover time.Duration, podIDs ...string) *ownerRig {
@@ -118,6 +120,12 @@ func (r *ownerRig) add(store PartitionLeases, failover time.Duration, id string)
 			if r.active[p] == id {
 				delete(r.active, p)
 			}
+		},
+		Healthy: func() error {
+			if _, ok := r.sick.Load(id); ok {
+				return errors.New("nats disconnected")
+			}
+			return nil
 		},
 	})
 	ctx, cancel := context.WithCancel(context.Background())
@@ -257,4 +265,20 @@ func TestPartitionOwner_StoreDown_StopsBeforeLeaseLapses(t *testing.T) {
 	store.down = false
 	store.mu.Unlock()
 	r.waitBalanced(3*time.Second, "p1")
+}
+
+// A pod that cannot consume (its NATS connection is down) while the lease
+// store still answers gives its partitions up within the failover budget,
+// and takes its share back once healthy.
+func TestPartitionOwner_Unhealthy_HandsPartitionsOver(t *testing.T) {
+	t.Parallel()
+	const failover = time.Second
+	r := newOwnerRig(t, NewMemoryPartitionLeases(), failover, "p1", "p2")
+	r.waitBalanced(3*time.Second, "p1", "p2")
+	r.sick.Store("p2", struct{}{})
+	if took := r.waitBalanced(3*time.Second, "p1"); took > failover {
+		t.Errorf("p1 consumed every partition %v after p2 fell sick; failover is %v", took, failover)
+	}
+	r.sick.Delete("p2")
+	r.waitBalanced(3*time.Second, "p1", "p2")
 }

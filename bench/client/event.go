@@ -21,6 +21,9 @@ type Event struct {
 	// (so late frames are charged to the step that caused them); 0 when
 	// absent.
 	Phase int64
+	// ServerSeq is the envelope's "seq" (the event's sequence in the
+	// stream, SPEC §5); 0 from a server that sends none.
+	ServerSeq int64
 }
 
 // The json.v1 envelopes as dws writes them (codec/envelope.go); a contains
@@ -37,6 +40,7 @@ var (
 	tsKey      = []byte(`"ts":`)
 	subjectKey = []byte(`"subject":"`)
 	phaseKey   = []byte(`"phase":`)
+	payloadKey = []byte(`"payload":`)
 )
 
 func isReady(p []byte) bool {
@@ -54,8 +58,16 @@ func isError(p []byte) bool {
 // scanEvent fills ev's Seq, TS and Subject from the payload's row_data
 // fields without decoding the JSON: the bench publishes these keys once each,
 // so a byte search is exact for its own events and costs no allocation.
+//
+// The envelope's own "seq" precedes "payload" (codec.AppendEventSeq), so
+// the row_data keys are searched after it and the envelope's before it.
 func scanEvent(p []byte, ev *Event) {
 	ev.Payload = p
+	ev.ServerSeq = 0
+	if i := bytes.Index(p, payloadKey); i >= 0 {
+		ev.ServerSeq = intAfter(p[:i], seqKey, 0)
+		p = p[i:]
+	}
 	ev.Seq = intAfter(p, seqKey, -1)
 	ev.TS = intAfter(p, tsKey, 0)
 	ev.Phase = intAfter(p, phaseKey, 0)

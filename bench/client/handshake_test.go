@@ -63,17 +63,20 @@ func TestScanEvent_ReadsRowDataFields(t *testing.T) {
 		in      string
 		seq, ts int64
 		subject string
+		server  int64
 	}{
-		{"bench event", `{"type":"event","payload":{"event_id":"e","company_id":"c","row_data":{"seq":42,"ts":1700000000123456789,"subject":"websocket.c.a.chats"}}}`, 42, 1700000000123456789, "websocket.c.a.chats"},
-		{"foreign event", `{"type":"event","payload":{"event_id":"e","row_data":{"id":7}}}`, -1, 0, ""},
-		{"spaces after colons", `{"type":"event","payload":{"row_data":{"seq": 3,"ts": 9}}}`, 3, 9, ""},
+		{"bench event", `{"type":"event","payload":{"event_id":"e","company_id":"c","row_data":{"seq":42,"ts":1700000000123456789,"subject":"websocket.c.a.chats"}}}`, 42, 1700000000123456789, "websocket.c.a.chats", 0},
+		{"foreign event", `{"type":"event","payload":{"event_id":"e","row_data":{"id":7}}}`, -1, 0, "", 0},
+		{"spaces after colons", `{"type":"event","payload":{"row_data":{"seq": 3,"ts": 9}}}`, 3, 9, "", 0},
+		{"envelope seq is the server's", `{"type":"event","seq":9001,"payload":{"row_data":{"seq":42,"ts":7}}}`, 42, 7, "", 9001},
+		{"envelope seq, foreign payload", `{"type":"event","seq":5,"payload":{"row_data":{"id":1}}}`, -1, 0, "", 5},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var ev Event
 			scanEvent([]byte(tc.in), &ev)
-			if ev.Seq != tc.seq || ev.TS != tc.ts || string(ev.Subject) != tc.subject {
-				t.Errorf("got seq %d ts %d subject %q", ev.Seq, ev.TS, ev.Subject)
+			if ev.Seq != tc.seq || ev.TS != tc.ts || string(ev.Subject) != tc.subject || ev.ServerSeq != tc.server {
+				t.Errorf("got seq %d ts %d subject %q server seq %d", ev.Seq, ev.TS, ev.Subject, ev.ServerSeq)
 			}
 		})
 	}

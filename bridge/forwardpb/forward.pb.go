@@ -91,8 +91,12 @@ type Event struct {
 	Payload           []byte                 `protobuf:"bytes,5,opt,name=payload,proto3" json:"payload,omitempty"`                                                 // the message data as published
 	PublishedUnixNano int64                  `protobuf:"varint,6,opt,name=published_unix_nano,json=publishedUnixNano,proto3" json:"published_unix_nano,omitempty"` // JetStream publish time, for fan-out latency
 	RequestId         string                 `protobuf:"bytes,7,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The event's sequence in nats.stream (SPEC §5): the receiving pod writes
+	// it in the frame and drops it for sockets that already have it. 0 = not
+	// known (a sender before partitioned delivery).
+	Seq           uint64 `protobuf:"varint,8,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Event) Reset() {
@@ -174,7 +178,15 @@ func (x *Event) GetRequestId() string {
 	return ""
 }
 
-// PushRequest is a batch for one pod, in the order the sender consumed it.
+func (x *Event) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// PushRequest is a batch for one pod, in the order the sender consumed it;
+// the sender keeps one Push in flight per pod, so batches arrive in order.
 type PushRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -269,7 +281,7 @@ var File_forward_proto protoreflect.FileDescriptor
 
 const file_forward_proto_rawDesc = "" +
 	"\n" +
-	"\rforward.proto\x12\x0edws.forward.v1\"\xde\x01\n" +
+	"\rforward.proto\x12\x0edws.forward.v1\"\xf0\x01\n" +
 	"\x05Event\x12(\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x14.dws.forward.v1.KindR\x04kind\x12\x18\n" +
 	"\acompany\x18\x02 \x01(\tR\acompany\x12\x14\n" +
@@ -278,7 +290,8 @@ const file_forward_proto_rawDesc = "" +
 	"\apayload\x18\x05 \x01(\fR\apayload\x12.\n" +
 	"\x13published_unix_nano\x18\x06 \x01(\x03R\x11publishedUnixNano\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\a \x01(\tR\trequestId\"<\n" +
+	"request_id\x18\a \x01(\tR\trequestId\x12\x10\n" +
+	"\x03seq\x18\b \x01(\x04R\x03seq\"<\n" +
 	"\vPushRequest\x12-\n" +
 	"\x06events\x18\x01 \x03(\v2\x15.dws.forward.v1.EventR\x06events\"*\n" +
 	"\fPushResponse\x12\x1a\n" +

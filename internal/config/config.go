@@ -148,12 +148,12 @@ type Redis struct {
 type NATS struct {
 	URL           string        `koanf:"url" doc:"NATS server URL(s), comma-separated; empty = embedded server with JetStream. Credentials in it are redacted when printed."`
 	Stream        string        `koanf:"stream" default:"wa_stream" doc:"JetStream stream carrying websocket.> events."`
-	Consumer      string        `koanf:"consumer" default:"ws_fanout" doc:"Durable consumer shared by all pods."`
+	Consumer      string        `koanf:"consumer" default:"ws_fanout" doc:"Name prefix of the per-partition durable consumers ({consumer}_p{N}) on the dws-owned partition stream."`
 	CreateStream  bool          `koanf:"create_stream" default:"true" doc:"Create the stream when absent (an existing stream is never modified)."`
-	MaxAckPending int           `koanf:"max_ack_pending" default:"5000" doc:"Consumer MaxAckPending."`
-	AckWait       time.Duration `koanf:"ack_wait" default:"30s" doc:"Consumer AckWait."`
-	NakDelay      time.Duration `koanf:"nak_delay" default:"1s" doc:"Redelivery delay of a message NAKed while Redis is down."`
-	FetchBatch    int           `koanf:"fetch_batch" default:"256" doc:"Messages fetched per pull."`
+	MaxAckPending int           `koanf:"max_ack_pending" default:"5000" doc:"Unacked events per pod, split over the partitions (each partition consumer gets max(this/partitions, 256))."`
+	AckWait       time.Duration `koanf:"ack_wait" default:"30s" doc:"Partition consumer AckWait. Failover does not wait for it: a new owner recreates the consumer at the oldest unacked event."`
+	NakDelay      time.Duration `koanf:"nak_delay" default:"1s" doc:"While Redis is down, the pause between route lookups of a held message (it is kept in order, not NAKed)."`
+	FetchBatch    int           `koanf:"fetch_batch" default:"256" doc:"Messages fetched ahead per pod, split over the partitions (at least 16 each)."`
 	EmbeddedDir   string        `koanf:"embedded_dir" doc:"JetStream directory of the embedded server; empty = a temp dir."`
 	// Partitions and Failover shape ordered delivery (SPEC §5): events are
 	// split by (company, agent) into Partitions, each consumed by one live
@@ -180,8 +180,8 @@ type GRPC struct {
 
 // Dispatch holds the JetStream dispatcher sizing.
 type Dispatch struct {
-	Workers int `koanf:"workers" default:"8" doc:"Dispatcher workers."`
-	Queue   int `koanf:"queue" default:"1024" doc:"Length of the dispatcher queue."`
+	Workers int `koanf:"workers" default:"8" doc:"Unused since partitioned delivery: each owned partition is processed by its own goroutine, in order (SPEC §5). Accepted so existing files load."`
+	Queue   int `koanf:"queue" default:"1024" doc:"Unused since partitioned delivery (see nats.fetch_batch). Accepted so existing files load."`
 }
 
 // Shutdown holds the drain sequence timing (SPEC §6).

@@ -81,7 +81,7 @@ func newEventCluster(t *testing.T, redisAddr string, n int, extra map[string]str
 	t.Cleanup(nc.Close)
 	pub := &publisher{t: t, nc: nc}
 	// Every pod pulls before the test publishes, so none misses its share.
-	waitConsumers(t, pub, c.pods[0].Cfg.NATS.Stream, c.pods[0].Cfg.NATS.Consumer, n)
+	waitConsumers(t, c, pub, n)
 	return c, pub
 }
 
@@ -102,24 +102,85 @@ func (c *cluster) logCounters() {
 	}
 }
 
-// waitConsumers waits until n pods have a pull request waiting on the
-// shared durable consumer, i.e. every pod is consuming.
-func waitConsumers(t *testing.T, pub *publisher, stream, consumer string, n int) {
+// waitConsumers waits until n pods share the partitions, each its share
+// ± 1 (read from the leases in Redis), and every partition's consumer has
+// a pull waiting: every pod is consuming its share.
+func waitConsumers(t *testing.T, c *cluster, pub *publisher, n int) {
 	t.Helper()
+	cfg := c.pods[0].Cfg.NATS
+	l := bridge.PartitionLayout{Source: cfg.Stream, Consumer: cfg.Consumer, Partitions: cfg.Partitions}
 	js, err := jetstream.New(pub.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventuallyT(t, 10*time.Second, fmt.Sprintf("%d pods pulling from %s", n, consumer), func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	eventuallyT(t, 15*time.Second, fmt.Sprintf("%d pods consuming %d partitions", n, l.Partitions), func() bool {
+		owners := c.partitionOwners()
+		if len(owners) != n {
+			return false
+		}
+		total := 0
+		for _, k := range owners {
+			total += k
+			if k < l.Partitions/n || k > (l.Partitions+n-1)/n {
+				return false
+			}
+		}
+		if total != l.Partitions {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		c, err := js.Consumer(ctx, stream, consumer)
+		s, err := js.Stream(ctx, l.Stream())
 		if err != nil {
 			return false
 		}
-		info, err := c.Info(ctx)
-		return err == nil && info.NumWaiting >= n
+		pulling := 0
+		cs := s.ListConsumers(ctx)
+		for ci := range cs.Info() {
+			if ci.NumWaiting > 0 {
+				pulling++
+			}
+		}
+		return cs.Err() == nil && pulling == l.Partitions
 	})
+}
+
+// companyOwnedBy returns a company whose (company, agent) partition the
+// pod holds the lease of, so a test can aim its events at that pod.
+func (c *cluster) companyOwnedBy(pod, agent string) string {
+	c.t.Helper()
+	cfg := c.pods[0].Cfg.NATS
+	l := bridge.PartitionLayout{Source: cfg.Stream, Consumer: cfg.Consumer, Partitions: cfg.Partitions}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for i := range 1000 {
+		company := "co" + strconv.Itoa(i)
+		owner, err := c.leases().Owner(ctx, l.PartitionOf(company, agent))
+		if err == nil && owner == pod {
+			return company
+		}
+	}
+	c.t.Fatalf("no company of agent %s in a partition of %s", agent, pod)
+	return ""
+}
+
+// leases reads the cluster's partition leases.
+func (c *cluster) leases() *session.RedisPartitionLeases {
+	return session.NewRedisPartitionLeases(c.rdb, c.prefix, partitionLayout(c.pods[0].Cfg.NATS).Stream())
+}
+
+// partitionOwners counts the partitions each pod holds a lease on.
+func (c *cluster) partitionOwners() map[string]int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	n := map[string]int{}
+	for p := 0; p < c.pods[0].Cfg.NATS.Partitions; p++ {
+		owner, err := c.leases().Owner(ctx, p)
+		if err == nil && owner != "" {
+			n[owner]++
+		}
+	}
+	return n
 }
 
 // publisher publishes test events through bridge.Publish, the same path as
@@ -128,23 +189,27 @@ type publisher struct {
 	t  *testing.T
 	nc *nats.Conn
 	mu sync.Mutex
-	// sent maps event id → payload bytes, to check frames byte for byte.
+	// sent maps event id → payload bytes, to check frames byte for byte;
+	// seqs → its sequence in the stream, which the frame must carry.
 	sent map[string][]byte
+	seqs map[string]uint64
 }
 
 func (p *publisher) publishRaw(subject, eventID string, payload []byte, requestID string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := bridge.Publish(ctx, p.nc, subject, payload, requestID); err != nil {
+	pub, err := bridge.Publish(ctx, p.nc, subject, payload, requestID)
+	if err != nil {
 		p.t.Errorf("publish %s: %v", subject, err)
 		return
 	}
 	p.mu.Lock()
 	if p.sent == nil {
-		p.sent = map[string][]byte{}
+		p.sent, p.seqs = map[string][]byte{}, map[string]uint64{}
 	}
 	p.sent[eventID] = payload
+	p.seqs[eventID] = pub.Sequence
 	p.mu.Unlock()
 }
 
@@ -158,6 +223,12 @@ func (p *publisher) payload(id string) []byte {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.sent[id]
+}
+
+func (p *publisher) seq(id string) uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seqs[id]
 }
 
 // payloadFor builds the event JSON the upstream CDC service would publish
@@ -184,6 +255,12 @@ type sock struct {
 	probes map[string]bool
 	others [][]byte // non-event frames (errors)
 	err    error    // why the reader stopped
+	// SPEC §5 order: the last seq per subscription (company/agent/chat of
+	// the payload; chat "" = the chats or agents events), and the frames
+	// that arrived with a seq not above it.
+	lastSeq   map[string]uint64
+	reordered []string
+	epoch     string
 }
 
 // openSock dials url, reads the ready frame and starts recording.
@@ -191,12 +268,14 @@ func openSock(t *testing.T, name, u string) *sock {
 	t.Helper()
 	conn := wsDial(t, u)
 	msg, err := wsutil.ReadServerText(conn)
-	if err != nil || string(msg) != `{"type":"ready"}` {
+	var ready struct{ Type, Epoch string }
+	if err != nil || json.Unmarshal(msg, &ready) != nil || ready.Type != "ready" {
 		t.Fatalf("%s: want ready, got %q %v", name, msg, err)
 	}
 	// The reader runs for the whole test; Cleanup closes the socket.
 	_ = conn.SetDeadline(time.Time{})
-	s := &sock{name: name, conn: conn, done: make(chan struct{}), frames: map[string][][]byte{}, probes: map[string]bool{}}
+	s := &sock{name: name, conn: conn, done: make(chan struct{}), frames: map[string][][]byte{}, probes: map[string]bool{},
+		lastSeq: map[string]uint64{}, epoch: ready.Epoch}
 	go s.read()
 	t.Cleanup(func() { _ = conn.Close(); <-s.done })
 	return s
@@ -214,12 +293,24 @@ func (s *sock) read() {
 		}
 		var env struct {
 			Type    string `json:"type"`
+			Seq     uint64 `json:"seq"`
 			Payload struct {
 				EventID string `json:"event_id"`
+				Company string `json:"company_id"`
+				Agent   string `json:"agent_id"`
+				Chat    string `json:"chat_id"`
 			} `json:"payload"`
 		}
 		_ = json.Unmarshal(msg, &env)
 		s.mu.Lock()
+		if env.Type == "event" && env.Seq != 0 { // 0: pushed without a seq (gRPC tests)
+			sub := env.Payload.Company + "/" + env.Payload.Agent + "/" + env.Payload.Chat
+			if env.Seq <= s.lastSeq[sub] {
+				s.reordered = append(s.reordered, fmt.Sprintf("%s seq %d after %d", env.Payload.EventID, env.Seq, s.lastSeq[sub]))
+			} else {
+				s.lastSeq[sub] = env.Seq
+			}
+		}
 		switch id := env.Payload.EventID; {
 		case env.Type != "event" || id == "":
 			s.others = append(s.others, msg)
@@ -300,8 +391,14 @@ func (s *sock) expectExactly(t *testing.T, p *publisher, want []string) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if len(s.reordered) > 0 {
+		t.Errorf("%s: %d frames not in increasing seq (first: %s)", s.name, len(s.reordered), s.reordered[0])
+	}
 	for id, frames := range s.frames {
 		want := `{"type":"event","payload":` + string(p.payload(id)) + `}`
+		if seq := p.seq(id); seq != 0 {
+			want = `{"type":"event","seq":` + strconv.FormatUint(seq, 10) + `,"payload":` + string(p.payload(id)) + `}`
+		}
 		for _, f := range frames {
 			if string(f) != want {
 				t.Errorf("%s: frame for %s is\n%s\nwant\n%s", s.name, id, f, want)
@@ -481,42 +578,86 @@ func TestEvents_OnePod_EachKindReachesExactlyItsSockets(t *testing.T) {
 	admin.expectExactly(t, pub, nil)
 }
 
-func TestEvents_ThreePods_EventsConsumedAnywhereReachEachSocketOnce(t *testing.T) {
+// SPEC §5 ordered delivery across the fleet (issue 10): 3 pods, each the
+// owner of one company's partition; every company has a socket on every
+// pod and one more with a chat selected; 2 000 events at 1 000/s, chats
+// and messages interleaved. Every socket gets every event it should, once,
+// in publish order (strictly increasing seq), whichever pod consumed it.
+func TestEvents_ThreePods_EveryEventOnceInPublishOrder(t *testing.T) {
 	c, pub := newEventCluster(t, "127.0.0.1:6379", 3, nil)
-	a, b, cc := c.pods[0], c.pods[1], c.pods[2]
-	onA := c.userSock(a, "acme", "a1", "u1")
-	onB := c.userSock(b, "acme", "a1", "u2")
-	selectChat(t, pub, onA, "acme", "a1", "x1")
-
-	chats, msgs := ids("chat", 200), ids("x1", 100)
-	for i, id := range chats {
-		pub.publish("websocket.acme.a1.chats", id)
-		if i < len(msgs) {
-			pub.publish("websocket.acme.a1.messages.x1", msgs[i])
-		}
+	type company struct {
+		name   string
+		socks  []*sock // one per pod: chats only
+		chatty *sock   // chats and messages of x1
 	}
-	onA.waitAll(t, 10*time.Second, slices.Concat(chats, msgs))
-	onB.waitAll(t, 10*time.Second, chats)
+	var cos []*company
+	for i, owner := range c.pods {
+		co := &company{name: c.companyOwnedBy(owner.Cfg.Server.PodID, "a1")}
+		for k, p := range c.pods {
+			co.socks = append(co.socks, c.userSock(p, co.name, "a1", fmt.Sprintf("u%d", k)))
+		}
+		co.chatty = c.userSock(c.pods[(i+1)%3], co.name, "a1", "reader")
+		selectChat(t, pub, co.chatty, co.name, "a1", "x1")
+		cos = append(cos, co)
+	}
+
+	const n, rate = 2000, 1000
+	chats := make([][]string, len(cos))
+	all := make([][]string, len(cos)) // chats and messages, publish order
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	for i := range n {
+		<-tick.C
+		k := i % len(cos)
+		id := fmt.Sprintf("ev-%05d", i)
+		if i%3 == 2 {
+			pub.publish("websocket."+cos[k].name+".a1.messages.x1", id)
+		} else {
+			pub.publish("websocket."+cos[k].name+".a1.chats", id)
+			chats[k] = append(chats[k], id)
+		}
+		all[k] = append(all[k], id)
+	}
+	for k, co := range cos {
+		for _, s := range co.socks {
+			s.waitAll(t, 10*time.Second, chats[k])
+		}
+		co.chatty.waitAll(t, 10*time.Second, all[k])
+	}
 	quiet()
-	onA.expectExactly(t, pub, slices.Concat(chats, msgs))
-	onB.expectExactly(t, pub, chats)
-
-	// Every pod consumed a share, so A's socket heard B's and C's over gRPC.
-	for i, p := range c.pods {
-		if n := metric(t, p, "dws_nats_messages_received_total"); n == 0 {
-			t.Errorf("pod %d consumed no message: the shared consumer did not spread the load", i)
+	for k, co := range cos {
+		for _, s := range co.socks {
+			s.expectExactly(t, pub, chats[k])
+			if got := s.snapshot(); !slices.Equal(got, chats[k]) {
+				t.Errorf("%s: %d inversions; first at %s", s.name, inversions(got), firstOutOfOrder(got, chats[k]))
+			}
+		}
+		co.chatty.expectExactly(t, pub, all[k])
+		if got := co.chatty.snapshot(); !slices.Equal(got, all[k]) {
+			t.Errorf("%s: %d inversions; first at %s", co.chatty.name, inversions(got), firstOutOfOrder(got, all[k]))
 		}
 	}
-	if n := metric(t, a, "dws_deliveries_total", `path="forwarded"`); n == 0 {
-		t.Error(`pod A: dws_deliveries_total{path="forwarded"} is 0`)
+	// Every ready frame named the stream's epoch, the same on every pod.
+	for _, co := range cos {
+		for _, s := range append(slices.Clone(co.socks), co.chatty) {
+			if s.epoch == "" || s.epoch != cos[0].socks[0].epoch {
+				t.Errorf("%s: ready epoch %q, want %q on every pod", s.name, s.epoch, cos[0].socks[0].epoch)
+			}
+		}
 	}
-	if n := metric(t, b, "dws_deliveries_total", `path="forwarded"`); n == 0 {
-		t.Error(`pod B: dws_deliveries_total{path="forwarded"} is 0`)
+	// Every pod consumed its company's partition and forwarded to the
+	// others: both paths ran on every pod.
+	for i, p := range c.pods {
+		if v := metric(t, p, "dws_nats_messages_received_total"); v == 0 {
+			t.Errorf("pod %d consumed no message", i)
+		}
+		if v := metric(t, p, "dws_deliveries_total", `path="forwarded"`); v == 0 {
+			t.Errorf(`pod %d: dws_deliveries_total{path="forwarded"} is 0`, i)
+		}
+		t.Logf("pod %d: consumed %v, delivered local %v forwarded %v, owns %d partitions", i,
+			metric(t, p, "dws_nats_messages_received_total"), metric(t, p, "dws_deliveries_total", `path="local"`),
+			metric(t, p, "dws_deliveries_total", `path="forwarded"`), len(p.OwnedPartitions()))
 	}
-	t.Logf("consumed A/B/C: %v/%v/%v; A delivered local %v forwarded %v",
-		metric(t, a, "dws_nats_messages_received_total"), metric(t, b, "dws_nats_messages_received_total"),
-		metric(t, cc, "dws_nats_messages_received_total"),
-		metric(t, a, "dws_deliveries_total", `path="local"`), metric(t, a, "dws_deliveries_total", `path="forwarded"`))
 }
 
 func TestEvents_ThreePods_AdminEventsReachMatchingAdminsOnEveryPod(t *testing.T) {
@@ -565,22 +706,25 @@ func TestEvents_Order_OneSubjectArrivesInPublishOrder(t *testing.T) {
 		}
 	})
 	t.Run("two consuming pods", func(t *testing.T) {
-		// Both pods pull from ws_fanout: consecutive events of the subject
-		// are fetched by either pod, and the other pod's share reaches the
-		// socket over gRPC. Delivery stays exactly-once; order is not
-		// promised (README "Ordering").
+		// One pod owns the partition of (acme, a1) and consumes all of
+		// it in order; a socket on either pod sees publish order.
 		c, pub := newEventCluster(t, "127.0.0.1:6379", 2, nil)
-		s := c.userSock(c.pods[0], "acme", "a1", "u1")
+		s0 := c.userSock(c.pods[0], "acme", "a1", "u1")
+		s1 := c.userSock(c.pods[1], "acme", "a1", "u2")
 		want := ids("seq", n)
 		for _, id := range want {
 			pub.publish("websocket.acme.a1.chats", id)
 		}
-		s.waitAll(t, 10*time.Second, want)
+		for _, s := range []*sock{s0, s1} {
+			s.waitAll(t, 10*time.Second, want)
+		}
 		quiet()
-		s.expectExactly(t, pub, want)
-		got := s.snapshot()
-		t.Logf("two consuming pods: %d of %d events out of publish order (inversions between neighbours); consumed %v/%v",
-			inversions(got), n, metric(t, c.pods[0], "dws_nats_messages_received_total"), metric(t, c.pods[1], "dws_nats_messages_received_total"))
+		for _, s := range []*sock{s0, s1} {
+			s.expectExactly(t, pub, want)
+			if got := s.snapshot(); !slices.Equal(got, want) {
+				t.Fatalf("%s: order broken: %d inversions; first at %s", s.name, inversions(got), firstOutOfOrder(got, want))
+			}
+		}
 	})
 }
 

@@ -8,13 +8,28 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
 	"github.com/dws-gateway/dws/bridge"
 	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/logx"
 	"github.com/dws-gateway/dws/internal/safego"
+	"github.com/dws-gateway/dws/session"
 )
+
+// partitionLayout is the partitioned stream the pods of this fleet share.
+func partitionLayout(n config.NATS) bridge.PartitionLayout {
+	return bridge.PartitionLayout{Source: n.Stream, Consumer: n.Consumer, Partitions: n.Partitions}
+}
+
+// OwnedPartitions lists the partitions this pod consumes (for /ready).
+func (a *App) OwnedPartitions() []int {
+	if a.events == nil || a.events.bridge == nil {
+		return nil
+	}
+	return a.events.bridge.Owned()
+}
 
 // eventPath is the outbound half of a pod: NATS (embedded when no nats.url
 // is configured), the JetStream bridge and the gRPC forward server.
@@ -25,6 +40,10 @@ type eventPath struct {
 	grpc     *bridge.ForwardServer
 	grpcLn   net.Listener
 	bridge   *bridge.Bridge
+	// leaseClient is the Redis client of the partition leases, apart from
+	// the session stores' pool so a burst of session traffic never delays
+	// a lease renewal past nats.failover. nil on a single node.
+	leaseClient redis.UniversalClient
 	// stopCtx is the shutdown context Shutdown hands to drainEvents: it
 	// bounds the gRPC graceful stop in stopEvents, which takes none.
 	stopCtx context.Context
@@ -80,7 +99,15 @@ func (a *App) startEvents(context.Context) error {
 		return fmt.Errorf("nats: %w", err)
 	}
 	ev.nc = nc
+	var leases session.PartitionLeases // nil: this pod is the fleet
+	if len(cfg.Redis.Addrs) > 0 {
+		if ev.leaseClient, err = session.NewRedisClient(RedisClientOptions(cfg.Redis)); err != nil {
+			return err
+		}
+		leases = session.NewRedisPartitionLeases(ev.leaseClient, cfg.Redis.KeyPrefix, partitionLayout(cfg.NATS).Stream())
+	}
 	ev.bridge, err = bridge.New(bridge.Options{
+		Leases:        leases,
 		PodID:         cfg.Server.PodID,
 		NATS:          cfg.NATS,
 		GRPC:          cfg.GRPC,
@@ -98,6 +125,8 @@ func (a *App) startEvents(context.Context) error {
 	if err := ev.bridge.Start(context.Background()); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
+	// Every ready frame from now on names the stream's epoch (SPEC §5).
+	a.Server.SetStreamEpoch(ev.bridge.Epoch())
 	a.extraChecks["nats"] = func() (string, error) {
 		if !nc.IsConnected() {
 			return "", errors.New("disconnected")
@@ -145,6 +174,9 @@ func (a *App) stopEvents() {
 	}
 	if ev.nc != nil {
 		ev.nc.Close()
+	}
+	if ev.leaseClient != nil {
+		_ = ev.leaseClient.Close()
 	}
 	if ev.embedded != nil {
 		ev.embedded.Shutdown()

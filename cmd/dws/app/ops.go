@@ -174,7 +174,13 @@ func (a *App) handleReady(w http.ResponseWriter, _ *http.Request) {
 	if a.Draining() {
 		status, code = "draining", 503
 	}
-	writeJSON(w, code, map[string]any{"status": status, "dependencies": deps})
+	// partitions: the event partitions this pod consumes (SPEC §5); an SRE
+	// reads the fleet's balance off the pods' /ready.
+	owned := a.OwnedPartitions()
+	if owned == nil {
+		owned = []int{}
+	}
+	writeJSON(w, code, map[string]any{"status": status, "dependencies": deps, "partitions": owned})
 }
 
 type userTokenReq struct {
