@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -281,4 +282,21 @@ func TestPartitionOwner_Unhealthy_HandsPartitionsOver(t *testing.T) {
 	}
 	r.sick.Delete("p2")
 	r.waitBalanced(3*time.Second, "p1", "p2")
+}
+
+// Each of 1, 2, 3 and 5 pods holds its share ± 1 of the partitions, and
+// the rig fails the test if two pods ever consume one partition at once.
+func TestPartitionOwner_BalancedOver1_2_3_5Pods(t *testing.T) {
+	t.Parallel()
+	for _, n := range []int{1, 2, 3, 5} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			t.Parallel()
+			var ids []string
+			for i := range n {
+				ids = append(ids, "pod"+strconv.Itoa(i))
+			}
+			r := newOwnerRig(t, NewMemoryPartitionLeases(), time.Second, ids...)
+			r.waitBalanced(5*time.Second, ids...)
+		})
+	}
 }

@@ -59,8 +59,12 @@ func newCluster(t *testing.T, redisAddr string, n int) *cluster {
 }
 
 // add starts one more pod; its pod id is a free loopback address.
-func (c *cluster) add() *App {
-	f := map[string]string{"server.pod_id": freeAddr(c.t)}
+func (c *cluster) add() *App { return c.addAs(freeAddr(c.t)) }
+
+// addAs starts one more pod with the given pod id (a free loopback
+// address), for tests that must know it before the pod runs.
+func (c *cluster) addAs(podID string) *App {
+	f := map[string]string{"server.pod_id": podID}
 	for k, v := range c.flags {
 		f[k] = v
 	}

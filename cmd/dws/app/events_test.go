@@ -60,7 +60,12 @@ func startJetStream(t *testing.T) string {
 // a publisher on the same JetStream.
 func newEventCluster(t *testing.T, redisAddr string, n int, extra map[string]string) (*cluster, *publisher) {
 	t.Helper()
-	natsURL := startJetStream(t)
+	return newEventClusterOn(t, startJetStream(t), redisAddr, n, extra)
+}
+
+// newEventClusterOn is newEventCluster on a JetStream the test started.
+func newEventClusterOn(t *testing.T, natsURL, redisAddr string, n int, extra map[string]string) (*cluster, *publisher) {
+	t.Helper()
 	c := newCluster(t, redisAddr, 0)
 	c.flags["nats.url"] = natsURL
 	// Seconds, not the default 30 s: tests that kill a pod wait out the
