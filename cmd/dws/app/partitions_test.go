@@ -31,7 +31,7 @@ type seriesCompany struct {
 }
 
 // publishSeries publishes n events at rate/s round-robin over cos, one in
-// three a message of chat x1, and calls at(i) before event i.
+// five a message of chat x1, and calls at(i) before event i.
 func publishSeries(t *testing.T, pub *publisher, cos []*seriesCompany, n, rate int, at func(i int)) {
 	t.Helper()
 	tick := time.NewTicker(time.Second / time.Duration(rate))
@@ -43,7 +43,7 @@ func publishSeries(t *testing.T, pub *publisher, cos []*seriesCompany, n, rate i
 		<-tick.C
 		co := cos[i%len(cos)]
 		id := fmt.Sprintf("%sev-%05d", co.prefix, i)
-		if i%3 == 2 {
+		if i%5 == 2 { // 5 is coprime with the company count: each gets both kinds
 			pub.publish("websocket."+co.name+".a1.messages.x1", id)
 		} else {
 			pub.publish("websocket."+co.name+".a1.chats", id)
