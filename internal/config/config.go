@@ -25,6 +25,7 @@ type Config struct {
 	NATS      NATS      `koanf:"nats"`
 	GRPC      GRPC      `koanf:"grpc"`
 	Dispatch  Dispatch  `koanf:"dispatch"`
+	Resume    Resume    `koanf:"resume"`
 	Shutdown  Shutdown  `koanf:"shutdown"`
 	Log       Log       `koanf:"log"`
 
@@ -182,6 +183,14 @@ type GRPC struct {
 type Dispatch struct {
 	Workers int `koanf:"workers" default:"8" doc:"Unused since partitioned delivery: each owned partition is processed by its own goroutine, in order (SPEC §5). Accepted so existing files load."`
 	Queue   int `koanf:"queue" default:"1024" doc:"Unused since partitioned delivery (see nats.fetch_batch). Accepted so existing files load."`
+}
+
+// Resume bounds catch-up after a reconnect (SPEC §5a): a socket that comes
+// back with since={seq} is replayed what it missed from nats.stream.
+type Resume struct {
+	MaxEvents     int           `koanf:"max_events" default:"10000" doc:"Most events one resume replays; more answers resync too_many."`
+	MaxAge        time.Duration `koanf:"max_age" default:"24h" doc:"Oldest event a resume replays; an older since answers resync too_old. 0 = as old as the stream keeps."`
+	MaxConcurrent int           `koanf:"max_concurrent" default:"64" doc:"Replays running at once per pod; more wait (a reconnect storm queues, it does not grow memory)."`
 }
 
 // Shutdown holds the drain sequence timing (SPEC §6).

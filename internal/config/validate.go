@@ -138,6 +138,10 @@ func (c *Config) Validate() error {
 	v.atLeast("dispatch.workers", c.Dispatch.Workers, 1)
 	v.atLeast("dispatch.queue", c.Dispatch.Queue, 0)
 
+	v.atLeast("resume.max_events", c.Resume.MaxEvents, 0)
+	v.notNegative("resume.max_age", c.Resume.MaxAge)
+	v.atLeast("resume.max_concurrent", c.Resume.MaxConcurrent, 1)
+
 	sd := c.Shutdown
 	v.notNegative("shutdown.close_grace", sd.CloseGrace)
 	v.positive("shutdown.timeout", sd.Timeout)
