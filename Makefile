@@ -45,7 +45,7 @@ bench-micro:
 
 ## fuzz: run each fuzz target briefly
 fuzz:
-	@for t in FuzzParseRequest FuzzDecodeHeader FuzzDecodeClientMessage FuzzUTF8Validator; do \
+	@for t in FuzzParseRequest FuzzDecodeHeader FuzzDecodeClientMessage FuzzUTF8Validator FuzzParseSince; do \
 	  $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime 20s ./codec/ || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzOpsMintBody$$' -fuzztime 20s ./cmd/dws/app/
 

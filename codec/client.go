@@ -25,6 +25,10 @@ const MaxChatIDLen = 256
 type ClientMessage struct {
 	Type   string // TypeSelectChat or TypePing
 	ChatID string // the selected chat, for TypeSelectChat
+	// Since is select_chat's "since" (SPEC §5a): replay the chat's
+	// messages after this seq; HasSince tells 0 from absent.
+	Since    uint64
+	HasSince bool
 }
 
 // clientWire is the JSON shape of a client message. Values stay raw (they
@@ -33,12 +37,14 @@ type ClientMessage struct {
 type clientWire struct {
 	Type    sonic.NoCopyRawMessage `json:"type"`
 	ChatID  sonic.NoCopyRawMessage `json:"chat_id"`
+	Since   sonic.NoCopyRawMessage `json:"since"`
 	Payload sonic.NoCopyRawMessage `json:"payload"`
 }
 
 // clientPayload is the nested form {"payload":{"chat_id":"X"}}.
 type clientPayload struct {
 	ChatID sonic.NoCopyRawMessage `json:"chat_id"`
+	Since  sonic.NoCopyRawMessage `json:"since"`
 }
 
 // clientJSON rejects raw control characters in strings (RFC 8259 §7) and
@@ -114,7 +120,7 @@ func DecodeClientMessage(b []byte) (ClientMessage, *Error) {
 		}
 	}
 
-	raw := w.ChatID
+	raw, rawSince := w.ChatID, w.Since
 	if len(raw) == 0 || isNull(raw) {
 		var p clientPayload
 		if len(w.Payload) > 0 && w.Payload[0] == '{' {
@@ -123,6 +129,9 @@ func DecodeClientMessage(b []byte) (ClientMessage, *Error) {
 			}
 		}
 		raw = p.ChatID
+		if len(rawSince) == 0 {
+			rawSince = p.Since
+		}
 	}
 	id, ok := jsonString(raw)
 	if !ok || id == "" {
@@ -131,7 +140,16 @@ func DecodeClientMessage(b []byte) (ClientMessage, *Error) {
 	if err := checkChatID(id); err != nil {
 		return ClientMessage{}, err
 	}
-	return ClientMessage{Type: TypeSelectChat, ChatID: id}, nil
+	m := ClientMessage{Type: TypeSelectChat, ChatID: id}
+	if len(rawSince) > 0 && !isNull(rawSince) {
+		// A JSON number of digits only: no sign, fraction or exponent.
+		v, err := ParseSince(string(rawSince))
+		if err != nil {
+			return ClientMessage{}, err
+		}
+		m.Since, m.HasSince = v, true
+	}
+	return m, nil
 }
 
 // checkChatID rejects ids that cannot be a NATS subject token or a Redis key

@@ -26,6 +26,31 @@ func TestDecodeClientMessage_Table(t *testing.T) {
 			want: ClientMessage{Type: TypeSelectChat, ChatID: "chat-42"},
 		},
 		{
+			name: "select_chat with since",
+			in:   `{"type":"select_chat","chat_id":"X","since":1234}`,
+			want: ClientMessage{Type: TypeSelectChat, ChatID: "X", Since: 1234, HasSince: true},
+		},
+		{
+			name: "select_chat with since 0",
+			in:   `{"type":"select_chat","chat_id":"X","since":0}`,
+			want: ClientMessage{Type: TypeSelectChat, ChatID: "X", HasSince: true},
+		},
+		{
+			name: "since in payload",
+			in:   `{"type":"select_chat","payload":{"chat_id":"X","since":7}}`,
+			want: ClientMessage{Type: TypeSelectChat, ChatID: "X", Since: 7, HasSince: true},
+		},
+		{
+			name: "null since is absent",
+			in:   `{"type":"select_chat","chat_id":"X","since":null}`,
+			want: ClientMessage{Type: TypeSelectChat, ChatID: "X"},
+		},
+		{name: "negative since", in: `{"type":"select_chat","chat_id":"X","since":-1}`, wantMsg: "since must be a non-negative integer"},
+		{name: "fractional since", in: `{"type":"select_chat","chat_id":"X","since":1.5}`, wantMsg: "since must be a non-negative integer"},
+		{name: "exponent since", in: `{"type":"select_chat","chat_id":"X","since":1e3}`, wantMsg: "since must be a non-negative integer"},
+		{name: "string since", in: `{"type":"select_chat","chat_id":"X","since":"12"}`, wantMsg: "since must be a non-negative integer"},
+		{name: "huge since", in: `{"type":"select_chat","chat_id":"X","since":99999999999999999999999}`, wantMsg: "since must be a non-negative integer"},
+		{
 			name: "top-level chat_id wins",
 			in:   `{"payload":{"chat_id":"p"},"chat_id":"top","type":"select_chat"}`,
 			want: ClientMessage{Type: TypeSelectChat, ChatID: "top"},
