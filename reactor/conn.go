@@ -85,6 +85,10 @@ type ident struct {
 	// sequenced event, so admins that see none carry nothing.
 	seqs      userSeqs
 	adminSeqs *adminSeqs
+	// replay is set while the socket catches up after a reconnect (SPEC
+	// §5a): live frames wait in it. nil otherwise. Here, not in conn, so
+	// an idle socket does not pay for it.
+	replay *replayState
 }
 
 // chatsRoute is the route every open socket sits on.

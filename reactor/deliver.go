@@ -54,7 +54,7 @@ func (l *loop) deliver(t *task) {
 	lim := l.srv.limits()
 	n, seen, closing, dup := 0, 0, 0, 0
 	var pair uint64
-	if t.route.Kind == session.RouteAdmin && t.meta.Seq != 0 {
+	if t.route.Kind == session.RouteAdmin {
 		pair = pairHash(t.route.Company, t.route.Agent)
 	}
 	if set := l.members[memberKey(t.route)]; set != nil {
@@ -66,6 +66,9 @@ func (l *loop) deliver(t *task) {
 			switch {
 			case c.state != stOpen:
 				closing++
+			case c.ident.replay != nil:
+				// Catching up: held, admitted when the replay ends.
+				l.hold(c, t, pair, lim)
 			case !c.admit(t.route.Kind, pair, t.meta.Seq):
 				dup++
 			case l.push(c, t.frame, lim):

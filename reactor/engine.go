@@ -55,6 +55,8 @@ type Server struct {
 	// ready is the encoded ready frame naming the stream epoch (SPEC §5);
 	// nil until SetStreamEpoch, then every handshake writes it.
 	ready atomic.Pointer[[]byte]
+	// resume runs replays (SPEC §5a); nil without Options.Replayer.
+	resume *resumer
 }
 
 // SetStreamEpoch names the event stream's incarnation in every later
@@ -83,6 +85,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Loops <= 0 {
 		opts.Loops = runtime.NumCPU()
+	}
+	if opts.ReplayWorkers <= 0 {
+		opts.ReplayWorkers = 64
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 64
@@ -128,6 +133,9 @@ func (s *Server) Start() error {
 		return fmt.Errorf("reactor: json warm-up: %w", err)
 	}
 	s.work = newWorkers(s.opts.Workers, s.opts.WorkerQueue)
+	if s.opts.Replayer != nil {
+		s.resume = newResumer(s, s.opts.ReplayWorkers)
+	}
 	safego.Go(context.Background(), "reactor.engine", func(context.Context) {
 		err := gnet.Run(s, "tcp://"+s.opts.Addr,
 			gnet.WithNumEventLoop(s.opts.Loops),
@@ -399,6 +407,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	err := s.eng.Stop(ctx)
 	if s.work != nil {
 		s.work.stop()
+	}
+	if s.resume != nil {
+		s.resume.stop()
 	}
 	return err
 }

@@ -185,7 +185,7 @@ func (s *Server) onMessage(c *conn, op ws.OpCode, msg []byte) {
 		return
 	}
 	if m.Type == codec.TypeSelectChat {
-		s.selectChat(c, m.ChatID)
+		s.selectChat(c, m)
 	}
 }
 
@@ -220,7 +220,8 @@ func (s *Server) allowFrame(c *conn, lim *Limits, now uint32) bool {
 // selectChat moves the socket's message route to chat (SPEC §5). The chats
 // route stays. The registry call runs on a worker; a newer select_chat
 // supersedes an older one still in flight.
-func (s *Server) selectChat(c *conn, chat string) {
+func (s *Server) selectChat(c *conn, m codec.ClientMessage) {
+	chat := m.ChatID
 	if c.kind == session.KindAdmin {
 		s.sendError(c, codec.NewError(codec.CodeBadRequest, "select_chat is for user sockets"))
 		return
@@ -235,7 +236,7 @@ func (s *Server) selectChat(c *conn, chat string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		err := s.opts.Routes.Join(ctx, r)
 		cancel()
-		c.lp.exec(func() { s.selected(c, r, seq, err) })
+		c.lp.exec(func() { s.selected(c, r, seq, err, m) })
 	})
 	if !ok {
 		s.sendError(c, codec.NewError(codec.CodeSubscriptionFailure, "server busy, retry select_chat"))
@@ -243,7 +244,7 @@ func (s *Server) selectChat(c *conn, chat string) {
 }
 
 // selected applies a finished select_chat on the loop.
-func (s *Server) selected(c *conn, r session.Route, seq uint32, err error) {
+func (s *Server) selected(c *conn, r session.Route, seq uint32, err error, m codec.ClientMessage) {
 	if err != nil {
 		if c.state == stOpen && c.selectSeq == seq {
 			s.sendError(c, codec.NewError(codec.CodeSubscriptionFailure, "could not subscribe to chat"))
@@ -262,4 +263,11 @@ func (s *Server) selected(c *conn, r session.Route, seq uint32, err error) {
 	// A new subscription: the old chat's last seq says nothing about it.
 	c.ident.seqs.messages = 0
 	c.lp.join(c, r)
+	// "since" replays the chat's earlier messages first (SPEC §5a). While
+	// another replay of this socket runs, the chat is live only.
+	if m.HasSince && s.resume != nil && c.ident.replay == nil {
+		c.ident.replay = &replayState{}
+		s.resume.submit(resumeJob{c: c, req: ReplayRequest{Company: c.ident.company, Agent: c.ident.agent,
+			Chat: r.Chat, ChatOnly: true, Since: m.Since}})
+	}
 }

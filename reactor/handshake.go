@@ -36,6 +36,12 @@ type handshakeReq struct {
 	token    string
 	key      string // Sec-WebSocket-Key
 	protocol string // echoed sub-protocol, "" when not offered
+	// Resume (SPEC §5a): since= and epoch= from the query, and chat_id=,
+	// a chat selected from the start.
+	resume bool
+	since  uint64
+	epoch  string
+	chat   string
 }
 
 // onHandshakeBytes parses the request head once it is complete and runs the
@@ -137,6 +143,9 @@ func (s *Server) checkRequest(c *conn, req *codec.Request) (*handshakeReq, *code
 				WithDetails("up to 128 bytes of printable characters, no spaces")
 		}
 	}
+	if e := parseResume(req.Query, hs); e != nil {
+		return hs, e
+	}
 	// Step 6: per-IP handshake rate.
 	if !s.perIP.Load().allow(remoteIP(c)) {
 		return hs, codec.NewError(codec.CodeRateLimitExceeded, "too many handshakes from this address")
@@ -192,7 +201,17 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 		subCompany: intern(id.SubscribedCompanyID), subAgent: intern(id.SubscribedAgentID)}
 	probe := conn{kind: hs.kind, ident: it}
 	route := probe.chatsRoute()
-	if err := s.opts.Routes.Join(ctx, route); err != nil {
+	err = s.opts.Routes.Join(ctx, route)
+	if err == nil && hs.chat != "" {
+		// chat_id= pre-selects a chat: its route is in place before ready,
+		// as the chats route is, so a replay hands over without a gap.
+		it.chat = hs.chat
+		msgs, _ := probe.messagesRoute()
+		if err = s.opts.Routes.Join(ctx, msgs); err != nil {
+			s.opts.Routes.Leave(route)
+		}
+	}
+	if err != nil {
 		if s.index.owner(key) == nil {
 			s.opts.Locker.Release(key)
 		}
@@ -210,6 +229,9 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	if c.state != stAuthenticating {
 		// The client left (or timed out) while we were authenticating.
 		s.opts.Routes.Leave(route)
+		if it.chat != "" {
+			s.opts.Routes.Leave(session.Route{Kind: session.RouteMessages, Company: it.company, Agent: it.agent, Chat: it.chat})
+		}
 		if s.index.owner(it.sessionKey) == nil {
 			s.opts.Locker.Release(it.sessionKey)
 		}
@@ -222,6 +244,14 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	c.started = time.Now().UnixNano()
 	delete(l.pending, c)
 	l.join(c, route)
+	if msgs, ok := c.messagesRoute(); ok {
+		l.join(c, msgs)
+	}
+	resume := hs.resume && s.resume != nil
+	if resume {
+		// From here live frames wait until the replay is done.
+		c.ident.replay = &replayState{}
+	}
 	if old := s.index.claim(it.sessionKey, c); old != nil && old != c {
 		s.m.SessionConflicts.WithLabelValues("local").Inc()
 		old.lp.exec(func() { s.replaced(old) })
@@ -232,6 +262,9 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	// Written last: once the client sees ready, Deliver must find it.
 	out := codec.AppendUpgradeResponse(make([]byte, 0, 256), hs.key, hs.protocol)
 	_, _ = c.gc.Writev([][]byte{out, s.readyFrame()})
+	if resume {
+		s.resume.submit(resumeJob{c: c, req: replayRequest(c, hs.since, hs.epoch)})
+	}
 	if c.gc.InboundBuffered() > 0 {
 		s.readFrames(c) // frames the client pipelined behind its handshake
 	}

@@ -15,6 +15,7 @@ type connMetrics struct {
 	accepted      [2]prometheus.Counter
 	localDeliver  prometheus.Counter
 	fwdDeliver    prometheus.Counter
+	replayDeliver prometheus.Counter
 	dropSlow      prometheus.Counter
 	dropClosing   prometheus.Counter
 	dropControl   prometheus.Counter
@@ -33,6 +34,7 @@ func newConnMetrics(m *metrics.Metrics) connMetrics {
 	}
 	x.localDeliver = m.Deliveries.WithLabelValues("local")
 	x.fwdDeliver = m.Deliveries.WithLabelValues("forwarded")
+	x.replayDeliver = m.Deliveries.WithLabelValues("replayed")
 	x.dropSlow = m.Drops.WithLabelValues("slow_consumer")
 	x.dropClosing = m.Drops.WithLabelValues("socket_closing")
 	x.dropControl = m.Drops.WithLabelValues("control_frame")

@@ -69,4 +69,11 @@ type Options struct {
 	Locker  session.Locker
 	Routes  session.Routes
 	Metrics *metrics.Metrics
+
+	// Replayer serves resume (SPEC §5a): a handshake with since= is
+	// replayed what it missed. nil = since is validated and ignored.
+	Replayer Replayer
+	// ReplayWorkers is how many replays run at once (resume.max_concurrent);
+	// the rest wait in a queue. Default 64.
+	ReplayWorkers int
 }

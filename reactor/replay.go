@@ -33,6 +33,9 @@ type ReplayRequest struct {
 	Company string
 	Agent   string
 	Chat    string
+	// ChatOnly replays only the messages of Chat, not the chats: a
+	// select_chat with since (the chats are already live).
+	ChatOnly bool
 	// Since is the last seq the client has; Epoch the epoch it had it in.
 	Since uint64
 	Epoch string
