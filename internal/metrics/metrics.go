@@ -18,6 +18,10 @@ var ConnectionDurationBuckets = []float64{60, 300, 900, 1800, 3600, 14400, 28800
 // gRPC): 50 µs … ~3.3 s.
 var fastBuckets = prometheus.ExponentialBuckets(0.00005, 2, 17)
 
+// ResumeBuckets suit a resume replay (SPEC §5a), from a few events read in
+// a millisecond to resume.max_events (10 000) read in seconds: 1 ms … ~16 s.
+var ResumeBuckets = prometheus.ExponentialBuckets(0.001, 2, 15)
+
 // Metrics holds every dws_ collector. Fields are safe for concurrent use.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -57,6 +61,12 @@ type Metrics struct {
 	PartitionChanges         *prometheus.CounterVec // reason=acquired|rebalanced|lost|store_unreachable|drained
 	PartitionTakeover        prometheus.Histogram   // consumer recreate on acquire
 	PartitionTakeoverPending prometheus.Counter     // unacked events a previous owner left
+
+	// Resume after reconnect (SPEC §5a).
+	Resumes        *prometheus.CounterVec // result=replayed|too_old|epoch_changed|too_many|failed
+	ResumeEvents   prometheus.Counter
+	ResumeDuration prometheus.Histogram // replay slot acquired → done
+	ResumeWaiting  prometheus.Gauge     // replays waiting for a slot (resume.max_concurrent)
 }
 
 // New builds the catalogue in a fresh registry, with the Go and process
@@ -99,6 +109,12 @@ func New() *Metrics {
 	m.PartitionChanges = f.counterVec("partition_ownership_changes_total", "Partitions this pod started or stopped consuming, by reason.", "reason")
 	m.PartitionTakeover = f.hist("partition_takeover_seconds", "Time from acquiring a partition to consuming it (consumer recreated at the oldest unacked event).", fastBuckets)
 	m.PartitionTakeoverPending = f.counter("partition_takeover_pending_total", "Events a previous owner had pulled and not acked when this pod took their partition over.")
+	m.Resumes = f.counterVec("resumes_total", "Resume replays by result: replayed, or the resync reason (too_old, epoch_changed, too_many), or failed.", "result")
+	m.ResumeEvents = f.counter("resume_events_total", "Events replayed to resuming sockets.")
+	m.ResumeDuration = f.hist("resume_duration_seconds", "Resume replays from slot acquired to done.", ResumeBuckets)
+	// A reconnect storm queues for resume.max_concurrent slots: this is the
+	// queue, so operators see waiting instead of memory growth.
+	m.ResumeWaiting = f.gauge("resume_waiting", "Resume replays waiting for a slot (resume.max_concurrent).")
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
