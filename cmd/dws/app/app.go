@@ -44,6 +44,7 @@ type App struct {
 	validator *session.Validator
 	store     *session.RedisStores // nil on a single node
 	events    *eventPath
+	replayer  *lateReplayer // resume (SPEC §5a), set once NATS is up
 	locker    session.Locker
 	routes    session.Routes
 	ops       *http.Server
@@ -62,7 +63,7 @@ type App struct {
 
 // New builds a pod from a validated config. Nothing listens yet.
 func New(cfg *config.Config) (*App, error) {
-	a := &App{Cfg: cfg, Metrics: metrics.New(), extraChecks: map[string]func() (string, error){}}
+	a := &App{Cfg: cfg, Metrics: metrics.New(), extraChecks: map[string]func() (string, error){}, replayer: &lateReplayer{}}
 	a.Metrics.BuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 	safego.SetPanicHook(func(where string) { a.Metrics.RecoveredPanics.WithLabelValues(where).Inc() })
 	logx.SetLevel(cfg.Log.Level)
@@ -146,6 +147,9 @@ func New(cfg *config.Config) (*App, error) {
 		Locker:      a.locker,
 		Routes:      a.routes,
 		Metrics:     a.Metrics,
+		// Resume reads the stream through the bridge, connected later.
+		Replayer:      a.replayer,
+		ReplayWorkers: cfg.Resume.MaxConcurrent,
 	})
 	if err != nil {
 		return nil, err
