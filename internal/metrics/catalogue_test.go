@@ -46,6 +46,9 @@ var specConnectionBuckets = []float64{60, 300, 900, 1800, 3600, 14400, 28800, 86
 // fan-out and gRPC latency: 50 µs doubling 17 times, up to ~3.3 s.
 var latencyBuckets = exponential(0.00005, 2, 17)
 
+// resumeBuckets are a resume replay's: 1 ms doubling 15 times, up to ~16 s.
+var resumeBuckets = exponential(0.001, 2, 15)
+
 // catalogue is the declared catalogue: every dws_ metric, its type, its
 // label set and (histograms) its buckets. A metric added to metrics.go
 // without a row here, or a row without its metric, fails the tests below.
@@ -83,6 +86,10 @@ var catalogue = []declared{
 	{"dws_partition_ownership_changes_total", counter, []string{"reason"}, nil, ""},
 	{"dws_partition_takeover_seconds", histogram, nil, latencyBuckets, ""},
 	{"dws_partition_takeover_pending_total", counter, nil, nil, ""},
+	{"dws_resumes_total", counter, []string{"result"}, nil, ""},
+	{"dws_resume_events_total", counter, nil, nil, ""},
+	{"dws_resume_duration_seconds", histogram, nil, resumeBuckets, ""},
+	{"dws_resume_waiting", gauge, nil, nil, ""},
 }
 
 // specItems is SPEC §8's "at least" list, item by item.

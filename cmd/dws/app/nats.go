@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 
@@ -127,6 +128,17 @@ func (a *App) startEvents(context.Context) error {
 	}
 	// Every ready frame from now on names the stream's epoch (SPEC §5).
 	a.Server.SetStreamEpoch(ev.bridge.Epoch())
+	// Resume reads what a socket missed from the stream (SPEC §5a).
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	a.replayer.set(bridge.NewReplayer(js, bridge.ReplayOptions{
+		Stream:        cfg.NATS.Stream,
+		MaxEvents:     cfg.Resume.MaxEvents,
+		MaxAge:        cfg.Resume.MaxAge,
+		MaxConcurrent: cfg.Resume.MaxConcurrent,
+	}, a.Metrics))
 	a.extraChecks["nats"] = func() (string, error) {
 		if !nc.IsConnected() {
 			return "", errors.New("disconnected")
