@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/dws-gateway/dws/session"
 )
 
 // Issue 11 end to end (SPEC §5a): real pods, one JetStream and one Redis
@@ -262,5 +264,35 @@ func TestResume_RollingRestart_ZeroLoss(t *testing.T) {
 		for _, s := range cl.socks {
 			s.expectExactly(t, pub, s.snapshot())
 		}
+	}
+}
+
+// An admin socket resumes its agents events the same way, filtered by its
+// subscription.
+func TestResume_Admin_ReplaysItsSubscriptionOnly(t *testing.T) {
+	c, pub := newEventCluster(t, "127.0.0.1:6379", 1, nil)
+	p := c.pods[0]
+	first := c.adminSock(p, "adm", "acme", "")
+	pub.publish("websocket.acme.a1.agents", "before")
+	first.waitAll(t, 5*time.Second, []string{"before"})
+	first.closeNow()
+	var want []string
+	for i := range 20 {
+		id := fmt.Sprintf("away-%02d", i)
+		pub.publish(fmt.Sprintf("websocket.acme.a%d.agents", i%3), id)
+		want = append(want, id)
+		pub.publish("websocket.other.a1.agents", "other-"+id) // not subscribed
+	}
+	tok, err := p.Minter.MintAdmin(session.AdminClaims{AdminID: "adm", ExpiresAt: time.Now().Add(time.Hour), SubscribedCompanyID: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := url.Values{"token": {tok}, "x-api-key": {"cluster-key"}}
+	back := openSock(t, "adm back", resumeURL(fmt.Sprintf("ws://127.0.0.1:%d/ws/admin?%s", p.WSPort(), q.Encode()), first.maxSeq(), first.epoch, ""))
+	back.waitAll(t, 5*time.Second, want)
+	quiet()
+	back.expectExactly(t, pub, want)
+	if got := back.snapshot(); !slices.Equal(got, want) {
+		t.Fatalf("replayed %v, want %v", got, want)
 	}
 }
