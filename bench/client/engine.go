@@ -52,6 +52,14 @@ type Config struct {
 	MaxFrame int
 	// Handler, when set, is told about every open, event and close.
 	Handler Handler
+	// Text, when set, sees every text frame that is not an event or an
+	// error: the ready frame (before OnOpen; it carries the stream's
+	// "epoch" a resume needs, SPEC §5a) and frames such as
+	// {"type":"resync"}. p aliases the read buffer: valid only during the
+	// call, which runs on a loop goroutine like the Handler's. A resume
+	// reconnects with Dial after a close, Target then returning the
+	// target with since= and epoch= added.
+	Text func(id int, p []byte)
 	// RecvBuffer, when set, returns the SO_RCVBUF of socket id (0 = the
 	// kernel's autotuned default). A slow-consumer scenario gives its
 	// paused sockets a small one so the server's outbound ring, not the

@@ -453,6 +453,9 @@ func (l *loop) frame(slot int32, h ws.Header, p []byte) bool {
 				l.fail(slot, ErrNotReady)
 				return false
 			}
+			if l.e.cfg.Text != nil {
+				l.e.cfg.Text(int(c.id), p)
+			}
 			l.open(slot)
 			return true
 		}
@@ -496,6 +499,9 @@ func (l *loop) text(id int32, p []byte) {
 		l.st.errFrames++
 	default:
 		l.st.other++
+		if l.e.cfg.Text != nil {
+			l.e.cfg.Text(int(id), p)
+		}
 	}
 }
 
