@@ -50,6 +50,13 @@ func TestRunCluster_ThreePods_SpreadsSocketsAndForwardsAcrossPods(t *testing.T) 
 	if rep.Loss.Checked != 90 || rep.Loss.Lost != 0 || rep.Loss.Duplicates != 0 || rep.Loss.WrongSubject != 0 {
 		t.Errorf("loss %+v: want 90 sockets checked, nothing lost, repeated or misrouted", rep.Loss)
 	}
+	// Issue 10: every frame numbered, in order; the partitions spread.
+	if rep.Loss.Sequenced != int64(rep.Metrics["dws_deliveries_total"]) || rep.Loss.Reordered != 0 {
+		t.Errorf("order: %d sequenced frames of %g delivered, %d reordered; want all, 0", rep.Loss.Sequenced, rep.Metrics["dws_deliveries_total"], rep.Loss.Reordered)
+	}
+	if pf := rep.Partitions; pf.Owned != defaultPartitions || pf.Live != 3 || pf.MaxOff > 1 {
+		t.Errorf("partitions %+v: want all %d owned by 3 pods, each within 1 of its share", pf, defaultPartitions)
+	}
 	st := rep.Step
 	if st == nil || st.Published == 0 || st.Frames != st.Published*15 || st.Latency.P50Us <= 0 || st.Latency.P99Us < st.Latency.P50Us {
 		t.Errorf("step %+v: want every event on 15 sockets and latencies measured", st)
@@ -68,6 +75,42 @@ func TestRunCluster_ThreePods_SpreadsSocketsAndForwardsAcrossPods(t *testing.T) 
 		if !strings.Contains(string(md), want) {
 			t.Errorf("Markdown lacks %q", want)
 		}
+	}
+}
+
+func TestRunCluster_KillAPod_SurvivorsGetEverythingWithinTheFailover(t *testing.T) {
+	t.Parallel()
+	needRedis(t, "127.0.0.1:6379")
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	t.Cleanup(cancel)
+	load := smallLoad(t, 90, 6, "127.0.1.70")
+	load.Connect.Procs = 3
+	rep, err := RunCluster(ctx, ClusterConfig{Load: load, Pods: 3, Rate: 40, Step: 5 * time.Second, Warmup: 300 * time.Millisecond,
+		KillPod: 2, KillAfter: time.Second})
+	if err != nil {
+		t.Fatalf("RunCluster: %v", err)
+	}
+	if !rep.Passed {
+		t.Errorf("passed = false, checks %+v, notes %q", rep.Checks, rep.Notes)
+	}
+	f := rep.Failover
+	if f == nil || f.Error != "" || !f.Found || f.Pod != "pod-2" || f.Sockets != 30 || f.Seconds <= 0 || f.Seconds > 5 || f.KilledAfter < 0.9 {
+		t.Fatalf("failover %+v: want pod-2 killed ~1 s in, its 30 sockets out, a failover within 5 s", f)
+	}
+	if !rep.Pods[2].Killed || rep.Pods[2].PartitionsOwned != nil || rep.Pods[0].Killed {
+		t.Errorf("pods %+v: want only pod-2 marked killed", rep.Pods)
+	}
+	// The survivors hold every partition between them, and every one of
+	// their sockets got every event, once and in order.
+	if pf := rep.Partitions; pf.Live != 2 || pf.Owned != defaultPartitions || pf.MaxOff > 1 {
+		t.Errorf("partitions %+v: want all %d on the 2 survivors, balanced", pf, defaultPartitions)
+	}
+	if l := rep.Loss; l.Checked != 60 || l.Excluded != 30 || l.Lost != 0 || l.Duplicates != 0 || l.Reordered != 0 || l.Sequenced == 0 {
+		t.Errorf("loss %+v: want the 60 surviving sockets checked, nothing lost, repeated or reordered", l)
+	}
+	md := rep.Markdown()
+	if !strings.Contains(md, "## Failover") || !strings.Contains(md, "killed") {
+		t.Errorf("Markdown lacks the failover:\n%s", md)
 	}
 }
 

@@ -134,11 +134,7 @@ func (t *tracker) event(id int, ev *client.Event) {
 		sh.timeline = append(sh.timeline, 0)
 	}
 	sh.timeline[i]++
-	seq := ev.Seq
-	if srv, row, ok := envelopeSeqs(ev.Payload); ok {
-		// The client took the first "seq" of the frame, the server's:
-		// the bench's own is row_data's, inside the payload.
-		seq = row
+	if srv := ev.ServerSeq; srv > 0 {
 		sh.sequenced++
 		st := &t.socks[id-t.from]
 		k := subscriptionKind(ev.Subject)
@@ -151,7 +147,7 @@ func (t *tracker) event(id int, ev *client.Event) {
 	if ev.TS > 0 {
 		sh.arrivals.record(ev.TS-t.t0.UnixNano(), now.Sub(t.t0), ev.Latency)
 	}
-	if seq < 0 {
+	if ev.Seq < 0 {
 		sh.untagged++
 		return
 	}
@@ -160,7 +156,7 @@ func (t *tracker) event(id int, ev *client.Event) {
 		sh.wrong++
 		return
 	}
-	if s := seq; s < maxTrackedSeq {
+	if s := ev.Seq; s < maxTrackedSeq {
 		st := &t.socks[id-t.from]
 		w := int(s >> 6)
 		for w >= len(st.seen) {
@@ -197,54 +193,7 @@ func (t *tracker) interrupt(id int) {
 	sh.mu.Unlock()
 }
 
-// The event envelope as dws writes it with a sequence (codec.AppendEventSeq):
-// {"type":"event","seq":N,"payload":...}. seq comes first, so it is read at
-// a fixed offset.
-var (
-	envelopeSeqPrefix = []byte(`{"type":"event","seq":`)
-	rowSeqKey         = []byte(`"seq":`)
-	messagesInfix     = []byte(`.messages.`)
-)
-
-// envelopeSeqs returns the server's seq of frame p and the bench's row_data
-// seq inside its payload (-1 when absent); ok is false for a frame without
-// a server seq (a server from before issue 10, or not an event).
-func envelopeSeqs(p []byte) (server, row int64, ok bool) {
-	if !bytes.HasPrefix(p, envelopeSeqPrefix) {
-		return 0, -1, false
-	}
-	rest := p[len(envelopeSeqPrefix):]
-	n := 0
-	for ; n < len(rest) && n < 19 && rest[n] >= '0' && rest[n] <= '9'; n++ {
-		server = server*10 + int64(rest[n]-'0')
-	}
-	if n == 0 {
-		return 0, -1, false
-	}
-	return server, decimalAfter(rest[n:], rowSeqKey, -1), true
-}
-
-// decimalAfter parses the non-negative decimal integer following key in p,
-// or returns def.
-func decimalAfter(p, key []byte, def int64) int64 {
-	i := bytes.Index(p, key)
-	if i < 0 {
-		return def
-	}
-	p = p[i+len(key):]
-	for len(p) > 0 && p[0] == ' ' {
-		p = p[1:]
-	}
-	var v int64
-	n := 0
-	for ; n < len(p) && n < 19 && p[n] >= '0' && p[n] <= '9'; n++ {
-		v = v*10 + int64(p[n]-'0')
-	}
-	if n == 0 {
-		return def
-	}
-	return v
-}
+var messagesInfix = []byte(`.messages.`)
 
 // subscriptionKind tells a messages event (websocket.{C}.{A}.messages.{X})
 // from a chats one by the subject the bench wrote into row_data.

@@ -139,40 +139,13 @@ func benchPayload(g int, seq int64, subject string, ts int64) []byte {
 }
 
 // seqEvent is the client.Event the bench client makes of a frame dws wrote
-// with server seq srv (0: the frame of a server from before issue 10). Like
-// the client, it takes the frame's first "seq", which is the server's.
+// with server seq srv (0: the frame of a server from before issue 10) for
+// the bench's event row.
 func seqEvent(srv uint64, row int64, subject string) *client.Event {
-	frame := codec.AppendEventSeq(nil, srv, benchPayload(0, row, subject, 0))
 	return &client.Event{
-		Payload: frame, Seq: decimalAfter(frame, rowSeqKey, -1), Subject: []byte(subject),
+		Payload: codec.AppendEventSeq(nil, srv, benchPayload(0, row, subject, 0)),
+		Seq:     row, ServerSeq: int64(srv), Subject: []byte(subject),
 		Phase: 1, Latency: time.Millisecond,
-	}
-}
-
-func TestEnvelopeSeqs_ReadsTheServersSeqAndTheBenchs(t *testing.T) {
-	subj := ChatsSubject(3)
-	cases := []struct {
-		name      string
-		frame     []byte
-		srv, row  int64
-		sequenced bool
-	}{
-		{"server seq and row seq", codec.AppendEventSeq(nil, 1234, benchPayload(3, 17, subj, 99)), 1234, 17, true},
-		{"row seq 0", codec.AppendEventSeq(nil, 1, benchPayload(3, 0, subj, 99)), 1, 0, true},
-		{"large server seq", codec.AppendEventSeq(nil, 9007199254740993, benchPayload(3, 5, subj, 99)), 9007199254740993, 5, true},
-		{"payload without row_data", codec.AppendEventSeq(nil, 7, []byte(`{"x":1}`)), 7, -1, true},
-		{"old server: no seq in the envelope", codec.AppendEvent(nil, benchPayload(3, 17, subj, 99)), 0, -1, false},
-		{"seq 0 is written as the old shape", codec.AppendEventSeq(nil, 0, benchPayload(3, 17, subj, 99)), 0, -1, false},
-		{"not a number", []byte(`{"type":"event","seq":"x","payload":{}}`), 0, -1, false},
-		{"ready frame", []byte(`{"type":"ready","epoch":"E1"}`), 0, -1, false},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			srv, row, ok := envelopeSeqs(tc.frame)
-			if srv != tc.srv || row != tc.row || ok != tc.sequenced {
-				t.Errorf("envelopeSeqs(%s) = %d, %d, %v; want %d, %d, %v", tc.frame, srv, row, ok, tc.srv, tc.row, tc.sequenced)
-			}
-		})
 	}
 }
 
@@ -234,8 +207,8 @@ func TestTracker_Reordered_PerSocketAndSubscription(t *testing.T) {
 }
 
 func TestTracker_SequencedFrames_LossUsesTheBenchsSeq(t *testing.T) {
-	// The server's seq (1000+) is the frame's first "seq"; loss and
-	// duplicates must follow row_data's (0..4), not it.
+	// The server's seq (1000+) and row_data's (0..4) differ; loss and
+	// duplicates follow row_data's.
 	tr := newTracker(0, 2, 1, 0, 1, nil, time.Now())
 	subj := ChatsSubject(0)
 	for row := range int64(5) {
