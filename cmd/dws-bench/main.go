@@ -30,6 +30,7 @@ var scenarios = map[string]func(ctx context.Context, args []string, stdout, stde
 	"cluster": runCluster,
 	"ab":      runAB,
 	"floor":   runFloor,
+	"resume":  runResume,
 }
 
 var planned []string
@@ -57,6 +58,9 @@ scenarios:
             dws, back to back: dws/floor ratios of p50/p99/p99.9, server CPU
             per frame, highest rate held, handshakes/s, and RSS per idle
             socket, asserted against issue 12's targets (exit 1 on a miss)
+  resume    N sockets, steady publishing; a share drops, stays away, and
+            reconnects at once with since/epoch (SPEC §5a): catch-up p50/p99,
+            lost/duplicated events, untouched sockets' live p99 in the storm
   ab        two dws binaries (--a, --b) in alternation on one fanout
             workload: per-binary medians of frames/s, p50, p99, server CPU
             per frame, and the B/A ratios
