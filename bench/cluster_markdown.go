@@ -18,6 +18,13 @@ func writeClusterOrder(b *strings.Builder, rep *ClusterReport) {
 	p("| reordered (seq not above the socket's last, same subscription) | %d |\n", l.Reordered)
 	p("| duplicates (a socket got the bench's event twice) | %d |\n", l.Duplicates)
 	p("| repeats the pods dropped (dws_drops_total{reason=\"duplicate\"}) | %.0f |\n\n", rep.Partitions.ServerDuplicateDrops)
+	if len(rep.Drops) > 0 {
+		var parts []string
+		for _, k := range slices.Sorted(maps.Keys(rep.Drops)) {
+			parts = append(parts, fmt.Sprintf("%s %.0f", k, rep.Drops[k]))
+		}
+		p("Frames the live pods dropped during the step, by reason: %s.\n\n", strings.Join(parts, ", "))
+	}
 
 	pf := rep.Partitions
 	p("## Partitions\n\n")

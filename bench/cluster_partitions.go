@@ -131,3 +131,27 @@ func partitionFigures(configured int, m0, m1 []Metrics) ClusterPartitions {
 	}
 	return pf
 }
+
+// dropsByReason sums dws_drops_total's increase over the step by reason,
+// over the pods scraped at both ends.
+func dropsByReason(m0, m1 []Metrics) map[string]float64 {
+	var out map[string]float64
+	for i, m := range m1 {
+		if m == nil || i >= len(m0) || m0[i] == nil {
+			continue
+		}
+		for k, v := range m {
+			r, ok := strings.CutPrefix(k, `dws_drops_total{reason="`)
+			if !ok {
+				continue
+			}
+			if d := v - m0[i][k]; d != 0 {
+				if out == nil {
+					out = map[string]float64{}
+				}
+				out[strings.TrimSuffix(r, `"}`)] += d
+			}
+		}
+	}
+	return out
+}

@@ -269,6 +269,13 @@ func TestPartitionFigures_SpreadChangesAndTakeovers(t *testing.T) {
 		t.Errorf("takeovers %+v: want 21, mean 0.2 s, 7 pending, 3 duplicate drops", pf)
 	}
 
+	d := dropsByReason(
+		[]Metrics{{`dws_drops_total{reason="no_route"}`: 5}, {}, {`dws_drops_total{reason="x"}`: 1}},
+		[]Metrics{{`dws_drops_total{reason="no_route"}`: 9, `dws_drops_total{reason="duplicate"}`: 2}, {`dws_drops_total{reason="no_route"}`: 1}, nil})
+	if len(d) != 2 || d["no_route"] != 5 || d["duplicate"] != 2 {
+		t.Errorf("drops by reason %v: want no_route 5 (4 + 1), duplicate 2; the gone pod left out", d)
+	}
+
 	cases := []struct {
 		name    string
 		owned   []float64
