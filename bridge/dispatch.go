@@ -270,12 +270,8 @@ func (d *dispatcher) route(j *job, id string) {
 		}
 	}
 
-	// The admin registry key ignores company/agent (session.RouteAdmin);
-	// the full route still goes to Deliver for subscription filtering.
-	key := r
-	if r.Kind == session.RouteAdmin {
-		key = session.Route{Kind: session.RouteAdmin}
-	}
+	// The full route still goes to Deliver for subscription filtering.
+	key := r.Key()
 	pods, err := d.pods(j.ctx, key)
 	if err != nil {
 		j.out, j.lookupErr = outLookupFailed, err

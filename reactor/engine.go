@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -225,7 +224,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 			// Bytes wait in gnet's buffer until the worker answers, but
 			// only up to a bound (DESIGN invariant 2).
 			if gc.InboundBuffered() > s.limits().MaxHandshakeBytes+s.limits().MaxMessageBytes {
-				s.abort(c)
+				c.abort()
 			}
 		case stOpen:
 			s.readFrames(c)
@@ -236,7 +235,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if !ok {
 		// The panic is counted; the socket is in an unknown state (an
 		// open one may still hold the frame that panicked), so end it.
-		s.guard("reactor.traffic", func() { s.failed(c) })
+		s.guard("reactor.traffic", func() { c.failed() })
 	}
 	if c.state == stClosed {
 		action = gnet.Close
@@ -251,107 +250,13 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	s.conns.Add(-1)
-	s.guard("reactor.close", func() { s.cleanup(c) })
+	s.guard("reactor.close", func() { c.cleanup() })
 	return gnet.None
-}
-
-// cleanup runs once per socket, on its loop, when gnet closes it.
-func (s *Server) cleanup(c *conn) {
-	l := c.lp
-	wasOpen := c.ident != nil && (c.state == stOpen || c.state == stClosing)
-	c.state = stClosed
-	delete(l.pending, c)
-	delete(l.backlog, c)
-	l.wheel.remove(c)
-	l.dropRing(c)
-	c.frag = nil
-	if !wasOpen {
-		return
-	}
-	chats := c.chatsRoute()
-	l.leave(c, chats)
-	s.opts.Routes.Leave(chats)
-	if r, ok := c.messagesRoute(); ok {
-		l.leave(c, r)
-		s.opts.Routes.Leave(r)
-	}
-	if s.index.release(c.ident.sessionKey, c) {
-		s.opts.Locker.Release(c.ident.sessionKey)
-	}
-	s.mx.active[c.kind].Dec()
-	s.mx.duration[c.kind].Observe(c.since(time.Now()).Seconds())
-}
-
-// closeWith sends a close frame with code and closes the socket. On loop.
-func (s *Server) closeWith(c *conn, code uint16, reason string) {
-	s.closeAfter(c, nil, code, reason)
-}
-
-// closeAfter closes the socket with code, its close frame preceded by the
-// error frame e when e is not nil. Frames already queued on the ring leave
-// first (a close is the last frame, RFC 6455 §5.5.1). The final error and
-// close frames bypass the outbound budget: there is one pair per socket,
-// and they tell the client why it is closed. On loop.
-func (s *Server) closeAfter(c *conn, e *codec.Error, code uint16, reason string) {
-	if c.state >= stClosing {
-		return
-	}
-	if c.state == stOpen {
-		c.lp.flushFinal(c)
-	}
-	c.state = stClosing
-	var out []byte
-	if e != nil {
-		out = codec.AppendErrorFrame(out, e)
-	}
-	out = codec.AppendCloseFrame(out, code, reason)
-	_, _ = c.gc.Write(out)
-	_ = c.gc.Close()
-	s.m.ProtocolCloses.WithLabelValues(strconv.Itoa(int(code))).Inc()
-}
-
-// failed ends a socket whose callback panicked with the answer its state
-// allows: 500 InternalServerError during the handshake, close 1011 once
-// open. On loop.
-func (s *Server) failed(c *conn) {
-	switch c.state {
-	case stHandshake, stAuthenticating:
-		s.reject(c, c.kind, codec.NewError(codec.CodeInternalServerError, "internal error"))
-	case stOpen:
-		s.closeWith(c, codec.CloseInternalError, "internal error")
-	}
-}
-
-// abort drops a socket without a close frame (handshake never finished).
-func (s *Server) abort(c *conn) {
-	if c.state >= stClosing {
-		return
-	}
-	c.state = stClosing
-	_ = c.gc.Close()
 }
 
 // guard runs fn with panic recovery, counting under where.
 func (s *Server) guard(where string, fn func()) {
 	safego.Run(context.Background(), where, fn)
-}
-
-// tickLoops drives per-loop housekeeping: the backlog flush every 50 ms and
-// the timer wheel once a second, each as one Execute per loop.
-func (s *Server) tickLoops(context.Context) {
-	t := time.NewTicker(backlogTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stopTick:
-			return
-		case now := <-t.C:
-			for _, l := range *s.loops.Load() {
-				l := l
-				l.exec(func() { l.tick(now) })
-			}
-		}
-	}
 }
 
 // backlogTick is how often sockets whose kernel buffer was full are retried:
@@ -380,10 +285,10 @@ func (s *Server) CloseAll(ctx context.Context, code uint16, reason string, grace
 				// Events already accepted for c leave before its close
 				// frame (SPEC §6: in-flight events, then 1001).
 				l.flushFinal(c)
-				s.closeWith(c, code, reason)
+				c.closeWith(code, reason)
 			}
 			for c := range l.pending {
-				s.abort(c)
+				c.abort()
 			}
 		})
 	}
@@ -426,24 +331,8 @@ func (s *Server) Evict(key string) {
 		if !s.index.release(key, c) {
 			return
 		}
-		s.replaced(c)
+		c.replaced()
 	})
-}
-
-// replaced tells a socket its session moved elsewhere. On loop.
-func (s *Server) replaced(c *conn) {
-	if c.state != stOpen {
-		return
-	}
-	s.closeAfter(c, codec.NewError(codec.CodeSessionConflict, "session replaced by a newer connection"),
-		codec.CloseSessionReplaced, "session-replaced")
-}
-
-// sendError queues an error frame on c's ring, within its outbound budget
-// (SPEC §6); a client that does not read its errors becomes a slow
-// consumer. The end of the loop turn flushes it. On loop.
-func (s *Server) sendError(c *conn, e *codec.Error) {
-	c.lp.pushControl(c, codec.AppendErrorFrame(nil, e), s.limits())
 }
 
 var _ session.Evictor = (*Server)(nil)

@@ -37,7 +37,7 @@ func (s *Server) parseFrames(c *conn) {
 		}
 		h, n, err := codec.DecodeHeader(buf)
 		if err != nil {
-			s.closeWith(c, codec.CloseProtocolError, "bad frame header")
+			c.closeWith(codec.CloseProtocolError, "bad frame header")
 			return
 		}
 		if n == 0 {
@@ -62,11 +62,11 @@ func (s *Server) parseFrames(c *conn) {
 func (s *Server) closeForError(c *conn, err error) {
 	switch err {
 	case codec.ErrTooBig:
-		s.closeWith(c, codec.CloseMessageTooBig, "message too big")
+		c.closeWith(codec.CloseMessageTooBig, "message too big")
 	case codec.ErrInvalidUTF8:
-		s.closeWith(c, codec.CloseInvalidPayload, "invalid UTF-8")
+		c.closeWith(codec.CloseInvalidPayload, "invalid UTF-8")
 	default:
-		s.closeWith(c, codec.CloseProtocolError, "protocol error")
+		c.closeWith(codec.CloseProtocolError, "protocol error")
 	}
 }
 
@@ -104,7 +104,7 @@ func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits, now 
 		if code == codec.CloseNoStatus {
 			code = codec.CloseNormal
 		}
-		s.closeWith(c, code, "")
+		c.closeWith(code, "")
 		return
 	}
 	if err := codec.CheckSequence(c.frag != nil, h.OpCode); err != nil {
@@ -116,7 +116,7 @@ func (s *Server) onFrame(c *conn, h ws.Header, payload []byte, lim *Limits, now 
 		f := c.frag
 		op = ws.OpCode(f.op)
 		if len(f.buf)+len(payload) > lim.MaxMessageBytes {
-			s.closeWith(c, codec.CloseMessageTooBig, "message too big")
+			c.closeWith(codec.CloseMessageTooBig, "message too big")
 			return
 		}
 		// A fragment over the rate drops its whole message, but the
@@ -176,12 +176,12 @@ func pongFrame(payload []byte) []byte {
 // onMessage handles a complete data message within the rate: json.v1.
 func (s *Server) onMessage(c *conn, op ws.OpCode, msg []byte) {
 	if op != ws.OpText {
-		s.sendError(c, codec.NewError(codec.CodeBadRequest, "binary frames are not supported").WithDetails("send json.v1 text frames"))
+		c.sendError(codec.NewError(codec.CodeBadRequest, "binary frames are not supported").WithDetails("send json.v1 text frames"))
 		return
 	}
 	m, e := codec.DecodeClientMessage(msg)
 	if e != nil {
-		s.sendError(c, e)
+		c.sendError(e)
 		return
 	}
 	if m.Type == codec.TypeSelectChat {
@@ -210,7 +210,7 @@ func (s *Server) allowFrame(c *conn, lim *Limits, now uint32) bool {
 	s.m.RateLimitedFrames.Inc()
 	if int(c.overLimit) >= lim.RateLimitCloseAfter {
 		s.m.RateLimitCloses.Inc()
-		s.closeWith(c, codec.CloseRateLimited, "rate limit exceeded")
+		c.closeWith(codec.CloseRateLimited, "rate limit exceeded")
 		return false
 	}
 	c.lp.pushControl(c, rateLimitedFrame, lim)
@@ -223,7 +223,7 @@ func (s *Server) allowFrame(c *conn, lim *Limits, now uint32) bool {
 func (s *Server) selectChat(c *conn, m codec.ClientMessage) {
 	chat := m.ChatID
 	if c.kind == session.KindAdmin {
-		s.sendError(c, codec.NewError(codec.CodeBadRequest, "select_chat is for user sockets"))
+		c.sendError(codec.NewError(codec.CodeBadRequest, "select_chat is for user sockets"))
 		return
 	}
 	if c.ident.chat == chat {
@@ -239,7 +239,7 @@ func (s *Server) selectChat(c *conn, m codec.ClientMessage) {
 		c.lp.exec(func() { s.selected(c, r, seq, err, m) })
 	})
 	if !ok {
-		s.sendError(c, codec.NewError(codec.CodeSubscriptionFailure, "server busy, retry select_chat"))
+		c.sendError(codec.NewError(codec.CodeSubscriptionFailure, "server busy, retry select_chat"))
 	}
 }
 
@@ -247,7 +247,7 @@ func (s *Server) selectChat(c *conn, m codec.ClientMessage) {
 func (s *Server) selected(c *conn, r session.Route, seq uint32, err error, m codec.ClientMessage) {
 	if err != nil {
 		if c.state == stOpen && c.selectSeq == seq {
-			s.sendError(c, codec.NewError(codec.CodeSubscriptionFailure, "could not subscribe to chat"))
+			c.sendError(codec.NewError(codec.CodeSubscriptionFailure, "could not subscribe to chat"))
 		}
 		return
 	}

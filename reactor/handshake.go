@@ -64,7 +64,7 @@ func (s *Server) onHandshakeBytes(c *conn) {
 
 	if req.Path == pathHealthz && req.Method == "GET" && req.Upgrade == "" {
 		_, _ = c.gc.Write(codec.AppendHTTPResponse(nil, 200, "application/json", []byte(`{"status":"ok"}`)))
-		s.abort(c)
+		c.abort()
 		return
 	}
 	hs, e := s.checkRequest(c, &req)
@@ -254,7 +254,7 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	}
 	if old := s.index.claim(it.sessionKey, c); old != nil && old != c {
 		s.m.SessionConflicts.WithLabelValues("local").Inc()
-		old.lp.exec(func() { s.replaced(old) })
+		old.lp.exec(func() { old.replaced() })
 	}
 	l.wheel.add(c, s.seconds(time.Now())+max(int64(s.limits().PingInterval/time.Second), 1))
 	s.mx.active[c.kind].Inc()
@@ -287,15 +287,8 @@ func (s *Server) reject(c *conn, kind session.Kind, e *codec.Error) {
 	_, _ = c.gc.Write(codec.AppendHTTPErrorStatus(nil, status, e, extra...))
 	s.m.ConnectionsTotal.WithLabelValues(kind.String(), string(e.Code)).Inc()
 	s.m.HandshakeDuration.Observe(c.since(time.Now()).Seconds())
-	s.abort(c)
+	c.abort()
 }
-
-// seconds is the timer-wheel clock: whole seconds since the server started.
-func (s *Server) seconds(t time.Time) int64 { return int64(t.Sub(s.epoch)/time.Second) + 1 }
-
-// millis is the rate-limit clock: milliseconds since the server started,
-// never 0 before it wraps (frameBucket).
-func (s *Server) millis(t time.Time) uint32 { return uint32(t.Sub(s.epoch)/time.Millisecond) + 1 }
 
 // validID accepts a company or agent id. Both become tokens of NATS
 // subjects (websocket.{C}.{A}...) and parts of Redis keys, so the subject

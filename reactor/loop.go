@@ -185,9 +185,4 @@ func (l *loop) leave(c *conn, r session.Route) {
 
 // memberKey is the loop's member list an event for r walks: every admin
 // socket sits on one list, filtered by subscription at delivery.
-func memberKey(r session.Route) session.Route {
-	if r.Kind == session.RouteAdmin {
-		return session.Route{Kind: session.RouteAdmin}
-	}
-	return r
-}
+func memberKey(r session.Route) session.Route { return r.Key() }

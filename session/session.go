@@ -171,6 +171,17 @@ type Route struct {
 	Chat    string
 }
 
+// Key is the route as the registry and the loops' member lists key it:
+// every admin event shares one key (route:admin) whatever its company and
+// agent, because admin subscriptions are matched per socket at delivery;
+// other routes are their own key. The one place that normalises it.
+func (r Route) Key() Route {
+	if r.Kind == RouteAdmin {
+		return Route{Kind: RouteAdmin}
+	}
+	return r
+}
+
 // Routes is the route registry: which pods hold sockets for a route.
 type Routes interface {
 	// Join counts one more local socket on r; when it is the first, this
