@@ -101,6 +101,12 @@ func (l *loop) flush(c *conn) {
 		l.backlog[c] = struct{}{}
 		return
 	}
+	l.writeRing(c)
+}
+
+// writeRing hands c's whole ring to gnet with one writev and recycles it.
+// On loop.
+func (l *loop) writeRing(c *conn) {
 	_, _ = c.gc.Writev(c.ring)
 	l.ringBytes -= c.ringBytes
 	c.ringBytes = 0
@@ -116,11 +122,7 @@ func (l *loop) flushFinal(c *conn) {
 	if len(c.ring) == 0 || c.state != stOpen {
 		return
 	}
-	_, _ = c.gc.Writev(c.ring)
-	l.ringBytes -= c.ringBytes
-	c.ringBytes = 0
-	l.putRing(c.ring)
-	c.ring = nil
+	l.writeRing(c)
 	delete(l.backlog, c)
 }
 
