@@ -101,6 +101,9 @@ func (a *App) opsHandler(loopback bool) http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.Metrics.Registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("POST /generate-token", a.issuerOnly(a.handleUserToken))
 	mux.HandleFunc("POST /admin/generate-token", a.issuerOnly(a.handleAdminToken))
+	// The reference browser client and its demo page (static.go).
+	mux.HandleFunc("GET /client/dws-client.js", serveClientFile("dws-client.js", "text/javascript; charset=utf-8"))
+	mux.HandleFunc("GET /client/demo.html", serveClientFile("demo.html", "text/html; charset=utf-8"))
 	if a.Cfg.Server.Pprof {
 		guard := func(h http.HandlerFunc) http.HandlerFunc { return h }
 		if !loopback {
