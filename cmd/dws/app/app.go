@@ -313,6 +313,9 @@ func (a *App) DevBanner(host string) (string, error) {
 	ops := "http://" + dialable(a.OpsAddr(), host)
 	userURL := fmt.Sprintf("%s/ws/demo/agent1?user=dev&token=%s&x-api-key=%s", wsBase, tok, url.QueryEscape(a.Cfg.Auth.APIKey))
 	adminURL := fmt.Sprintf("%s/ws/admin?token=%s&x-api-key=%s", wsBase, adminTok, url.QueryEscape(adminKey))
+	// The demo page is served by the ops listener (static.go) and takes the
+	// user URL, credentials included, as its ws parameter.
+	demo := ops + "/client/demo.html?ws=" + url.QueryEscape(userURL)
 	mint := fmt.Sprintf(`curl -s -X POST -H 'Content-Type: application/json' -H 'X-API-Key: %s' -d '{"company_id":"demo","agent_id":"agent1","user_id":"u2","expires_in_seconds":3600}' %s/generate-token`,
 		a.Cfg.Auth.IssuerAPIKey, ops)
 	return fmt.Sprintf(`
@@ -325,8 +328,9 @@ func (a *App) DevBanner(host string) (string, error) {
   Mint:      %s
              (issuer key %s; connect as u2 with user=u2&token=<token>&x-api-key=%s; a second socket for the same user replaces the first, close 4402)
   Publish:   go run ./cmd/dws publish --subject websocket.demo.agent1.chats
+  Demo page: %s   (reference client: reconnects and resumes with since/epoch, drops duplicates)
   Metrics:   %s/metrics
-`, userURL, userURL, adminURL, mint, a.Cfg.Auth.IssuerAPIKey, url.QueryEscape(a.Cfg.Auth.APIKey), ops), nil
+`, userURL, userURL, adminURL, mint, a.Cfg.Auth.IssuerAPIKey, url.QueryEscape(a.Cfg.Auth.APIKey), demo, ops), nil
 }
 
 // dialable turns a bound listener address into one a client can dial: a
