@@ -37,9 +37,31 @@ func newClient(t testing.TB, addr string) redis.UniversalClient {
 	return c
 }
 
+// newClusterClient connects to a Redis Cluster through NewRedisClient.
+func newClusterClient(t testing.TB, addrs []string) redis.UniversalClient {
+	t.Helper()
+	c, err := NewRedisClient(RedisClientOptions{Addrs: addrs, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
 // sharedRedis returns a client of the machine's Redis, failing the test
 // when it is down.
 func sharedRedis(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	if sharedClusterAddrs != nil {
+		return newClusterClient(t, sharedClusterAddrs)
+	}
+	return nodeRedis(t)
+}
+
+// nodeRedis is sharedRedis always on the machine's single node: for tests
+// of the single-node paths (scripts that read pod leases or the registry
+// markers themselves), which a Redis Cluster never runs.
+func nodeRedis(t testing.TB) redis.UniversalClient {
 	t.Helper()
 	c := newClient(t, sharedRedisAddr)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -72,12 +94,27 @@ func scanKeys(t testing.TB, c redis.UniversalClient, prefix string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var keys []string
-	it := c.Scan(ctx, 0, keyspace{prefix: prefix}.all(), 1000).Iterator()
-	for it.Next(ctx) {
-		keys = append(keys, it.Val())
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	scan := func(ctx context.Context, n redis.UniversalClient) error {
+		it := n.Scan(ctx, 0, keyspace{prefix: prefix}.all(), 1000).Iterator()
+		for it.Next(ctx) {
+			mu.Lock()
+			keys = append(keys, it.Val())
+			mu.Unlock()
+		}
+		return it.Err()
 	}
-	if err := it.Err(); err != nil {
+	var err error
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		// SCAN walks one node: a cluster's keys are spread over its masters.
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error { return scan(ctx, n) })
+	} else {
+		err = scan(ctx, c)
+	}
+	if err != nil {
 		t.Logf("scan %s: %v", prefix, err)
 	}
 	return keys

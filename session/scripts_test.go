@@ -19,9 +19,12 @@ type scriptEnv struct {
 	ps   *redis.PubSub
 }
 
+// The scripts' single-node paths are tested here; a Redis Cluster runs them
+// only with checkLease "0" and never runs podsScript (the store's
+// cluster-path tests cover those).
 func newScriptEnv(t *testing.T) *scriptEnv {
 	t.Helper()
-	c := sharedRedis(t)
+	c := nodeRedis(t)
 	k := keyspace{prefix: testPrefix(t, c)}
 	ps := c.PSubscribe(context.Background(), k.killPattern())
 	if _, err := ps.ReceiveTimeout(context.Background(), time.Second); err != nil {

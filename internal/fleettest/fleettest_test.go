@@ -1,0 +1,81 @@
+package fleettest
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestCluster_ThreeMastersServeEverySlot(t *testing.T) {
+	t.Parallel()
+	c := StartCluster(t)
+	if len(c.Addrs) != 3 {
+		t.Fatalf("addrs %v", c.Addrs)
+	}
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var masters atomic.Int32
+	if err := rdb.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		masters.Add(1)
+		return m.Ping(ctx).Err()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if masters.Load() != 3 {
+		t.Fatalf("%d masters", masters.Load())
+	}
+	// Keys in different slots land on different masters; a multi-key
+	// command across them is refused, as on any real cluster.
+	for _, k := range []string{"a", "b", "c", "d"} {
+		if err := rdb.Set(ctx, k, "1", time.Minute).Err(); err != nil {
+			t.Fatalf("SET %s: %v", k, err)
+		}
+	}
+	err := rdb.Do(ctx, "EVAL", "return redis.call('GET', KEYS[1])..redis.call('GET', KEYS[2])", 2, "a", "b").Err()
+	if err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("cross-slot script: %v, want CROSSSLOT", err)
+	}
+}
+
+func TestSentinel_FailoverPromotesReplicaAndKeepsData(t *testing.T) {
+	t.Parallel()
+	s := StartSentinel(t)
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: s.MasterName, SentinelAddrs: s.SentinelAddrs})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rdb.Set(ctx, "k", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Do(ctx, "WAIT", 1, 2000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	old := s.Master()
+	if old != s.ServerAddrs[0] {
+		t.Fatalf("master %s, want %s", old, s.ServerAddrs[0])
+	}
+	now, err := s.Failover()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now != s.ServerAddrs[1] {
+		t.Fatalf("new master %s, want the replica %s", now, s.ServerAddrs[1])
+	}
+	var v string
+	if err := waitFor(10*time.Second, "client reads through the new master", func() bool {
+		v, err = rdb.Get(ctx, "k").Result()
+		return err == nil || errors.Is(err, redis.Nil)
+	}); err != nil {
+		t.Fatal(err, "last error:", err)
+	}
+	if v != "v" {
+		t.Fatalf("after failover k = %q", v)
+	}
+}
