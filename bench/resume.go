@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -419,6 +420,8 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 	setPhase("baseline")
 	m0, _ := Scrape(pod.Ops)
 	cpu0, _ := ReadProcCPU(pod.PID)
+	self0, _ := ReadProcCPU(os.Getpid())
+	mc0, _ := ReadMachineCPU()
 	base0 := time.Now().UnixNano()
 	r.recording.Store(true)
 	if err := sleepCtx(ctx, cfg.Baseline); err != nil {
@@ -426,6 +429,8 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 	}
 	base1 := time.Now().UnixNano()
 	cpu1, _ := ReadProcCPU(pod.PID)
+	self1, _ := ReadProcCPU(os.Getpid())
+	mc1, _ := ReadMachineCPU()
 	m1, _ := Scrape(pod.Ops)
 	rep.RSSBaseline, _ = ReadRSS(pod.PID)
 
@@ -461,6 +466,8 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 	snap := pl.counts()
 	m2, _ := Scrape(pod.Ops)
 	cpu2, _ := ReadProcCPU(pod.PID)
+	self2, _ := ReadProcCPU(os.Getpid())
+	mc2, _ := ReadMachineCPU()
 	r0 := time.Now()
 	r.r0.Store(r0.UnixNano())
 	epoch := ""
@@ -505,6 +512,8 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 	err = waitUntil(ctx, cfg.CatchupMax, func() bool { return caught() >= int64(len(resumed)) })
 	stormEnd := time.Now()
 	cpu3, _ := ReadProcCPU(pod.PID)
+	self3, _ := ReadProcCPU(os.Getpid())
+	mc3, _ := ReadMachineCPU()
 	stopStorm()
 	m3, _ := Scrape(pod.Ops)
 	if err != nil {
@@ -592,6 +601,13 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 	}
 	replayedDelta := m3.Get("dws_deliveries_total", `path="replayed"`) - m2.Get("dws_deliveries_total", `path="replayed"`)
 	rep.CPU = resumeCPU(cpu1-cpu0, live(m1)-live(m0), cpu3-cpu2, live(m3)-live(m2), replayedDelta)
+	if d := float64(base1-base0) / 1e9; d > 0 {
+		rep.CPU.ServerCoresBaseline, rep.CPU.ClientCoresBaseline = (cpu1-cpu0)/d, (self1-self0)/d
+	}
+	if d := rep.StormSeconds; d > 0 {
+		rep.CPU.ServerCoresStorm, rep.CPU.ClientCoresStorm = (cpu3-cpu2)/d, (self3-self2)/d
+	}
+	rep.CPU.IdleBaseline, rep.CPU.IdleStorm = IdleShare(mc0, mc1), IdleShare(mc2, mc3)
 	rep.RSSPeak = rssPeak.Load()
 	acked, pf := pub.Totals()
 	rep.Publish = PublishFigures{Acked: acked, Failed: pf, LastError: pub.LastError()}

@@ -97,6 +97,15 @@ type ResumeCPU struct {
 	ExtraUsPerReplay float64 `json:"extra_us_per_replayed_frame"`
 	// Ratio is ExtraUsPerReplay / LiveUsPerFrame.
 	Ratio float64 `json:"replayed_over_live"`
+	// Cores used by the server and by this process (the clients), and the
+	// machine's idle share, in the baseline and in the storm: a storm
+	// bound by the server's CPU shows ServerStorm near the cores free.
+	ServerCoresBaseline float64 `json:"server_cores_baseline"`
+	ServerCoresStorm    float64 `json:"server_cores_storm"`
+	ClientCoresBaseline float64 `json:"client_cores_baseline"`
+	ClientCoresStorm    float64 `json:"client_cores_storm"`
+	IdleBaseline        float64 `json:"machine_idle_baseline"`
+	IdleStorm           float64 `json:"machine_idle_storm"`
 }
 
 // seqState checks one socket's row_data sequence: events of its group
@@ -288,7 +297,12 @@ func (r *ResumeReport) Markdown() string {
 	p("| server CPU per live frame (baseline) | %.2f µs |\n", r.CPU.LiveUsPerFrame)
 	p("| extra server CPU per replayed frame | %.2f µs (%.2f× a live frame; %.0f replayed frames, %.2f CPU-s in the storm) |\n",
 		r.CPU.ExtraUsPerReplay, r.CPU.Ratio, r.CPU.ReplayedFrames, r.CPU.StormSeconds)
+	p("| cores: server / clients / machine idle, baseline | %.2f / %.2f / %.0f %% |\n", r.CPU.ServerCoresBaseline, r.CPU.ClientCoresBaseline, r.CPU.IdleBaseline*100)
+	p("| cores: server / clients / machine idle, storm | %.2f / %.2f / %.0f %% |\n", r.CPU.ServerCoresStorm, r.CPU.ClientCoresStorm, r.CPU.IdleStorm*100)
 	p("| server RSS baseline / peak | %s / %s |\n", mib(r.RSSBaseline), mib(r.RSSPeak))
+	if n := r.Metrics["dws_resume_duration_seconds_count"]; n > 0 {
+		p("| mean replay, slot → done (dws_resume_duration_seconds) | %.0f ms over %g replays |\n", r.Metrics["dws_resume_duration_seconds_sum"]/n*1000, n)
+	}
 	p("| peak dws_resume_waiting | %g |\n", r.PeakWaiting)
 	p("| published (acked / failed) | %d / %d |\n\n", r.Publish.Acked, r.Publish.Failed)
 	if len(r.Metrics) > 0 {
