@@ -70,6 +70,13 @@ func (k keyspace) killPattern() string {
 	return globEscape(k.prefix) + "session_kill:*"
 }
 
+// killProbe is the channel a pod publishes on to itself to check that its
+// kill-notice subscription still hears the master (not matched by
+// killPattern: other pods never see it).
+func (k keyspace) killProbe(podID string) string {
+	return k.prefix + "session_kill_probe:" + podID
+}
+
 // killSuffix returns the session suffix of a kill channel, or false when the
 // channel is not one of ours.
 func (k keyspace) killSuffix(channel string) (string, bool) {

@@ -289,6 +289,10 @@ func TestRefresh_CostGrowsWithPodsNotSockets(t *testing.T) {
 	if rt, cmds := hook.roundTrips.Load(), hook.commands.Load(); rt < 4 || rt > 6 || cmds != 2*rt {
 		t.Fatalf("5 steady ticks with %d sockets: %s, want one lease write (+ marker PEXPIRE) per tick", sockets, hook)
 	}
+	// The kill listener's probe: at most one PUBLISH per interval, per pod.
+	if p := hook.probes.Load(); p > 6 {
+		t.Fatalf("5 steady ticks: %d probe publishes, want at most one per interval", p)
+	}
 	t.Logf("steady state, %d sockets: %s over 5 ticks", sockets, hook)
 	// A full re-assert (after a Redis restart): batches of refresh_batch.
 	hook.reset()

@@ -132,6 +132,14 @@ func (l *redisLocker) subscribe(ctx context.Context) (*redis.PubSub, error) {
 		_ = ps.Close()
 		return nil, err
 	}
+	if err := ps.Subscribe(ctx, l.c.keys.killProbe(l.c.opt.PodID)); err != nil {
+		_ = ps.Close()
+		return nil, err
+	}
+	if _, err := ps.ReceiveTimeout(ctx, l.c.opt.OpTimeout); err != nil {
+		_ = ps.Close()
+		return nil, err
+	}
 	l.ps.Store(ps)
 	if ctx.Err() != nil { // Close raced with us
 		_ = ps.Close()
@@ -140,18 +148,31 @@ func (l *redisLocker) subscribe(ctx context.Context) (*redis.PubSub, error) {
 	return ps, nil
 }
 
+// errProbeLost: the subscription missed this pod's own probe.
+var errProbeLost = errors.New("kill-notice subscription missed its probe: resubscribing")
+
 // receive dispatches notices until the connection fails. A quiet
-// connection is pinged once per refresh interval; a second silent interval
-// means it is dead.
+// connection is probed once per refresh interval: this pod publishes on its
+// own probe channel through the ordinary client, which reaches the current
+// master. A second silent interval means the subscription is dead or sits
+// on a node that no longer hears the master's publishes (after a Sentinel
+// failover go-redis moves its pools to the new master, but a subscription
+// stays on the demoted one, where notices never arrive): resubscribe.
 func (l *redisLocker) receive(ctx context.Context, ps *redis.PubSub) error {
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, l.c.opt.RefreshInterval)
 		if err != nil {
 			var ne interface{ Timeout() bool }
-			if errors.As(err, &ne) && ne.Timeout() && !pinged && ctx.Err() == nil {
+			if errors.As(err, &ne) && ne.Timeout() && ctx.Err() == nil {
+				if pinged {
+					return errProbeLost
+				}
 				pinged = true
-				if perr := ps.Ping(ctx); perr != nil {
+				cctx, cancel := l.c.opCtx(ctx)
+				perr := l.c.rdb.Publish(cctx, l.c.keys.killProbe(l.c.opt.PodID), "1").Err()
+				cancel()
+				if perr != nil {
 					return perr
 				}
 				continue

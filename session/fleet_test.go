@@ -1,0 +1,147 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dws-gateway/dws/internal/fleettest"
+)
+
+// On a real 3-master Redis Cluster (keys spread over every slot range),
+// racing connects of one user over 3 pods leave exactly one socket, the
+// routes list every pod, and partition leases work; the kill notice travels
+// from the node holding the lock to a pod subscribed on another node.
+func TestFleet_Cluster_RacingConnectsRoutesPartitions(t *testing.T) {
+	t.Parallel()
+	cl := fleettest.StartCluster(t)
+	c := newClusterClient(t, cl.Addrs)
+	prefix := testPrefix(t, c)
+	var pods []*testStore
+	for i := range 3 {
+		opt := fastOptions(fmt.Sprintf("pod-%d", i), prefix)
+		opt.Locks.KillWait = 2 * time.Second
+		s := startStore(t, c, opt)
+		if s.core.leaseInScript {
+			t.Fatal("a cluster client must take the cluster path")
+		}
+		pods = append(pods, s)
+	}
+	ctx := context.Background()
+	key := "acme:a1:u7"
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _ = pods[i%3].reactor.connect(ctx, key)
+		}()
+	}
+	wg.Wait()
+	eventually(t, 5*time.Second, "one socket survives and it owns the lock", func() bool {
+		live, owner := 0, ""
+		for _, p := range pods {
+			if p.reactor.has(key) {
+				live++
+				owner = p.pod
+			}
+		}
+		return live == 1 && get(t, c, prefix+"session:"+key) == owner
+	})
+
+	routes := []Route{{Kind: RouteChats, Company: "acme", Agent: "a1"}, {Kind: RouteMessages, Company: "beta", Agent: "b2", Chat: "x"}}
+	for _, rt := range routes {
+		for _, p := range pods {
+			if err := p.Routes().Join(ctx, rt); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := pods[0].Routes().Pods(ctx, rt)
+		if err != nil || len(got) != 3 {
+			t.Fatalf("pods of %+v: %v %v", rt, got, err)
+		}
+	}
+	pods[2].crash()
+	c.Del(ctx, prefix+"pod:pod-2") // its lease lapsed
+	got, err := pods[0].Routes().Pods(ctx, routes[0])
+	if err != nil || len(got) != 2 {
+		t.Fatalf("pods after a crash: %v %v", got, err)
+	}
+
+	leases := NewRedisPartitionLeases(c, prefix, "wa")
+	for p := range 8 {
+		if ok, err := leases.Acquire(ctx, p, "pod-0", time.Minute); !ok || err != nil {
+			t.Fatalf("acquire %d: %v %v", p, ok, err)
+		}
+	}
+	held, err := leases.Refresh(ctx, []int{0, 1, 2, 3, 4, 5, 6, 7}, "pod-0", time.Minute)
+	if err != nil || len(held) != 8 || !held[7] {
+		t.Fatalf("refresh: %v %v", held, err)
+	}
+	if err := leases.Release(ctx, []int{0, 1}, "pod-0"); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := leases.Owner(ctx, 0); o != "" {
+		t.Fatalf("released lease still names %q", o)
+	}
+}
+
+// Through Sentinel (redis.master_name + sentinel addrs) the stores work,
+// and a SENTINEL FAILOVER keeps locks: the lock taken before is still held
+// by its owner after, the owner's socket stays, and another pod's connect
+// finds it held and its owner answers the kill notice.
+func TestFleet_Sentinel_FailoverKeepsLocks(t *testing.T) {
+	t.Parallel()
+	s := fleettest.StartSentinel(t)
+	c, err := NewRedisClient(RedisClientOptions{Addrs: s.SentinelAddrs, MasterName: s.MasterName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	prefix := testPrefix(t, c)
+	optA := fastOptions("pod-a", prefix)
+	optA.RefreshInterval = time.Second // lease 3 s: outlives the failover
+	a := startStore(t, c, optA)
+	optB := fastOptions("pod-b", prefix)
+	optB.RefreshInterval = time.Second
+	optB.Locks.KillWait = 3 * time.Second
+	b := startStore(t, c, optB)
+	ctx := context.Background()
+	key := "acme:a1:u7"
+	if _, err := a.reactor.connect(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "WAIT", 1, 2000).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Failover(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the lock readable on the new master", func() bool {
+		v, _ := c.Get(ctx, prefix+"session:"+key).Result()
+		return v == "pod-a"
+	})
+	time.Sleep(2 * optA.RefreshInterval) // refreshes run on the new master
+	if !a.reactor.has(key) || a.reactor.evictions(key) != 0 {
+		t.Fatalf("owner's socket lost over the failover: has %v evictions %d", a.reactor.has(key), a.reactor.evictions(key))
+	}
+	if v := get(t, c, prefix+"session:"+key); v != "pod-a" {
+		t.Fatalf("after failover the lock names %q", v)
+	}
+	got, err := b.reactor.connect(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Remote, not forced: the owner heard the kill notice, so its
+	// subscription followed the failover to the new master (the probe in
+	// redisLocker.receive).
+	if got.Takeover != TakeoverRemote {
+		t.Fatalf("takeover %v after failover, want remote (the lock was held and its owner told)", got.Takeover)
+	}
+	eventually(t, 3*time.Second, "the older socket closed", func() bool { return !a.reactor.has(key) })
+	if v := get(t, c, prefix+"session:"+key); v != "pod-b" {
+		t.Fatalf("after the takeover the lock names %q", v)
+	}
+}
