@@ -42,6 +42,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.NATS) 
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      streamMaxAge,
+		Replicas:    max(cfg.Replicas, 1),
 	})
 	if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 		// Another pod created it between our lookup and create: use theirs.
@@ -50,6 +51,6 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg config.NATS) 
 	if err != nil {
 		return nil, fmt.Errorf("create stream %q: %w", cfg.Stream, err)
 	}
-	logx.From(ctx).Info("stream created", "stream", cfg.Stream, "subjects", StreamSubjects)
+	logx.From(ctx).Info("stream created", "stream", cfg.Stream, "subjects", StreamSubjects, "replicas", max(cfg.Replicas, 1))
 	return s, nil
 }

@@ -162,6 +162,9 @@ type NATS struct {
 	Partitions   int           `koanf:"partitions" default:"64" doc:"Partitions of the event stream by (company, agent); each is consumed by exactly one live pod. Changing it starts a new derived stream."`
 	Failover     time.Duration `koanf:"failover" default:"5s" doc:"Bound on how long a dead pod's partitions stay unconsumed (partition leases live 2/5 of it)."`
 	EmbeddedPort int           `koanf:"embedded_port" default:"14222" doc:"Client port of the embedded server on 127.0.0.1 (dws publish finds it there); -1 = random."`
+	// Replicas of the streams dws creates: 1 on a single server, 3 on a
+	// JetStream cluster (an existing stream keeps its own).
+	Replicas int `koanf:"replicas" default:"1" doc:"Replicas of the stream dws creates (1 single server, 3 in a JetStream cluster); the partition stream and its consumers follow the source stream."`
 }
 
 // GRPC holds pod-to-pod forwarding settings.

@@ -124,6 +124,9 @@ func (c *Config) Validate() error {
 		// a second Redis round trips would eat the budget.
 		v.add("nats.failover", "must be at least %s, got %s", minFailover, n.Failover)
 	}
+	if n.Replicas < 1 || n.Replicas > 5 {
+		v.add("nats.replicas", "must be 1 to 5 (JetStream's limit), got %d", n.Replicas)
+	}
 	if n.EmbeddedPort < -1 || n.EmbeddedPort > 65535 {
 		v.add("nats.embedded_port", "must be -1 (random) or a port 0-65535, got %d", n.EmbeddedPort)
 	}

@@ -103,6 +103,7 @@ func TestValidate_EachRule_NamesKeyAndRule(t *testing.T) {
 		{"breaker open", func(c *Config) { c.GRPC.BreakerOpen = 0 }, "grpc.breaker_open: must be greater than 0"},
 		{"dispatch workers", func(c *Config) { c.Dispatch.Workers = 0 }, "dispatch.workers: must be at least 1"},
 		{"dispatch queue", func(c *Config) { c.Dispatch.Queue = -1 }, "dispatch.queue: must be at least 0"},
+		{"nats replicas", func(c *Config) { c.NATS.Replicas = 0 }, "nats.replicas: must be 1 to 5"},
 		{"resume max events", func(c *Config) { c.Resume.MaxEvents = -1 }, "resume.max_events: must be at least 0"},
 		{"resume max age", func(c *Config) { c.Resume.MaxAge = -time.Second }, "resume.max_age"},
 		{"resume concurrency", func(c *Config) { c.Resume.MaxConcurrent = 0 }, "resume.max_concurrent: must be at least 1"},
