@@ -198,10 +198,11 @@ func (o *PartitionOwner) Step(ctx context.Context) {
 	o.publish(live)
 }
 
-// fence stops consuming everything once the leases may have lapsed
-// without this pod knowing: past that point another pod may own them.
+// fence stops consuming everything once half a lease has passed without a
+// refresh: well before the leases lapse and another pod may take them, with
+// a margin for late ticks on a loaded machine.
 func (o *PartitionOwner) fence(ctx context.Context, err error) {
-	if ctx.Err() != nil || len(o.owned) == 0 || time.Since(o.lastOK) < o.ttl-o.tick {
+	if ctx.Err() != nil || len(o.owned) == 0 || time.Since(o.lastOK) < o.ttl/2 {
 		return
 	}
 	logx.L().Warn("partition leases not refreshed in time; consumption stopped until this pod is healthy and the store answers",
