@@ -55,7 +55,10 @@ type conn struct {
 
 	bucket    frameBucket // inbound rate (SPEC §6), every frame counts
 	overLimit uint16      // consecutive over-limit frames
-	selectSeq uint32      // latest select_chat, to drop stale completions
+	// replaying mirrors ident.replay != nil, so the fan-out loop need not
+	// load each socket's ident to learn it (it fits in padding).
+	replaying bool
+	selectSeq uint32 // latest select_chat, to drop stale completions
 }
 
 // reassembly holds a fragmented message until its final frame.

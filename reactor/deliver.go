@@ -50,7 +50,8 @@ func (l *loop) deliver(t *task) {
 	lim := l.srv.limits()
 	n, seen, closing, dup := 0, 0, 0, 0
 	var pair uint64
-	if t.route.Kind == session.RouteAdmin {
+	if t.route.Kind == session.RouteAdmin && t.meta.Seq != 0 {
+		// Only the seq rule needs it (admit and hold skip seq 0).
 		pair = pairHash(t.route.Company, t.route.Agent)
 	}
 	if set := l.members[memberKey(t.route)]; set != nil {
@@ -62,10 +63,10 @@ func (l *loop) deliver(t *task) {
 			switch {
 			case c.state != stOpen:
 				closing++
-			case c.ident.replay != nil:
+			case c.replaying:
 				// Catching up: held, admitted when the replay ends.
 				l.hold(c, t, pair, lim)
-			case !c.admit(t.route.Kind, pair, t.meta.Seq):
+			case t.meta.Seq != 0 && !c.admit(t.route.Kind, pair, t.meta.Seq):
 				dup++
 			case l.push(c, t.frame, lim):
 				n++

@@ -266,7 +266,7 @@ func (s *Server) selected(c *conn, r session.Route, seq uint32, err error, m cod
 	// "since" replays the chat's earlier messages first (SPEC §5a). While
 	// another replay of this socket runs, the chat is live only.
 	if m.HasSince && s.resume != nil && c.ident.replay == nil {
-		c.ident.replay = &replayState{}
+		c.ident.replay, c.replaying = &replayState{}, true
 		s.resume.submit(resumeJob{c: c, req: ReplayRequest{Company: c.ident.company, Agent: c.ident.agent,
 			Chat: r.Chat, ChatOnly: true, Since: m.Since}})
 	}

@@ -250,7 +250,7 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	resume := hs.resume && s.resume != nil
 	if resume {
 		// From here live frames wait until the replay is done.
-		c.ident.replay = &replayState{}
+		c.ident.replay, c.replaying = &replayState{}, true
 	}
 	if old := s.index.claim(it.sessionKey, c); old != nil && old != c {
 		s.m.SessionConflicts.WithLabelValues("local").Inc()

@@ -252,7 +252,7 @@ func (s *Server) onLoop(ctx context.Context, c *conn, fn func() (open, full bool
 // rule. On loop.
 func (s *Server) endReplay(c *conn, resync string) {
 	r := c.ident.replay
-	c.ident.replay = nil
+	c.ident.replay, c.replaying = nil, false
 	if r == nil || c.state != stOpen {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/dws-gateway/dws/session"
 )
@@ -159,4 +160,34 @@ func TestResume_NoSince_NoReplay(t *testing.T) {
 		t.Fatalf("replay requested without since: %+v", r)
 	default:
 	}
+}
+
+// While a socket catches up, the live frames held for it stay within its
+// ring caps (SPEC §6 bounded memory per socket): past them they are
+// dropped and counted as for a slow consumer, never queued without bound.
+func TestResume_HeldFramesBoundedByRingCaps(t *testing.T) {
+	const ringCap = 8
+	rp := newScripted("")
+	p := startPod(t, func(o *Options) {
+		o.Replayer = rp
+		o.Limits.OutboundRingMessages = ringCap
+		o.Limits.SlowConsumerGrace = time.Minute
+	})
+	c := dial(t, resumeURL(p, "1", "")).ready()
+	<-rp.reqs
+	slow := testutil.ToFloat64(p.m.Drops.WithLabelValues("slow_consumer"))
+	const live = 20
+	for i := range live {
+		p.srv.Deliver(chats("acme", "a1"), []byte(`{"event_id":"live"}`), Meta{Seq: uint64(10 + i)})
+	}
+	eventually(t, 3*time.Second, "overflow counted", func() bool {
+		return testutil.ToFloat64(p.m.Drops.WithLabelValues("slow_consumer"))-slow == live-ringCap
+	})
+	close(rp.go_)
+	for i := range ringCap {
+		if m := c.next(3 * time.Second); m["seq"] != float64(10+i) {
+			t.Fatalf("held frame %d: got %v", i, m)
+		}
+	}
+	c.expectNothing(200 * time.Millisecond)
 }
