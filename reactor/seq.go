@@ -21,11 +21,19 @@ type userSeqs struct {
 	messages uint64 // of the chat selected now; reset by select_chat
 }
 
-// adminSeqSlots bounds an admin socket's table (16 B a slot, 4 KiB):
-// bounded memory per socket whatever the number of companies an admin
-// watches. A collision evicts the other pair's entry, which can only let a
-// duplicate through for it, never drop a new event.
-const adminSeqSlots = 256
+// An admin socket's table is bounded (adminSeqSets × adminSeqWays slots
+// of 16 B, 4 KiB) whatever the number of pairs an admin watches. It is
+// set-associative: a pair is kept in one of adminSeqWays slots of its set,
+// and a new pair evicts the entry with the lowest seq, the pair that has
+// been quiet longest (seqs are one stream's sequence). Duplicates come
+// from redeliveries and hand-over overlaps, within seconds of the
+// original, so only a pair quiet while adminSeqWays busier pairs of its set
+// moved on could see one slip by; a new event is never dropped.
+const (
+	adminSeqSets  = 64
+	adminSeqWays  = 4
+	adminSeqSlots = adminSeqSets * adminSeqWays
+)
 
 // adminSeqs is an admin socket's last seq per (company, agent), keyed by a
 // 64-bit hash of the pair.
@@ -54,11 +62,21 @@ func (a *adminSeqs) admit(pair, seq uint64) bool {
 	if seq == 0 {
 		return true
 	}
-	i := pair % adminSeqSlots
-	if a.keys[i] == pair && seq <= a.seqs[i] {
-		return false
+	base := int(pair%adminSeqSets) * adminSeqWays
+	victim := base
+	for i := base; i < base+adminSeqWays; i++ {
+		if a.keys[i] == pair {
+			if seq <= a.seqs[i] {
+				return false
+			}
+			a.seqs[i] = seq
+			return true
+		}
+		if a.seqs[i] < a.seqs[victim] {
+			victim = i // empty slots have seq 0 and go first
+		}
 	}
-	a.keys[i], a.seqs[i] = pair, seq
+	a.keys[victim], a.seqs[victim] = pair, seq
 	return true
 }
 

@@ -45,21 +45,53 @@ func TestAdminSeqs_PerPair(t *testing.T) {
 	}
 }
 
-// TestAdminSeqs_CollisionNeverDropsNew: pairs sharing a slot evict each
-// other; a new event is still admitted (at worst a duplicate slips by).
-func TestAdminSeqs_CollisionNeverDropsNew(t *testing.T) {
-	t.Parallel()
-	var a adminSeqs
-	// Find two pairs in one slot.
+// pairsInOneSet returns n distinct pairs that share a set of the table.
+func pairsInOneSet(n int) []uint64 {
 	first := pairHash("c", "0")
-	var other uint64
-	for i := 1; other == 0; i++ {
-		if h := pairHash("c", strconv.Itoa(i)); h%adminSeqSlots == first%adminSeqSlots && h != first {
-			other = h
+	out := []uint64{first}
+	for i := 1; len(out) < n; i++ {
+		if h := pairHash("c", strconv.Itoa(i)); h%adminSeqSets == first%adminSeqSets && h != first {
+			out = append(out, h)
 		}
 	}
-	if !a.admit(first, 100) || !a.admit(other, 3) || !a.admit(first, 50) {
-		t.Fatal("an evicted pair's next event must be admitted")
+	return out
+}
+
+// Pairs of one set keep their own seqs as long as they fit in its ways:
+// a redelivery of any of them is still caught.
+func TestAdminSeqs_SharedSetKeepsEveryWay(t *testing.T) {
+	t.Parallel()
+	var a adminSeqs
+	ps := pairsInOneSet(adminSeqWays)
+	for i, p := range ps {
+		if !a.admit(p, uint64(100-i)) {
+			t.Fatalf("pair %d: first event not admitted", i)
+		}
+	}
+	for i, p := range ps {
+		if a.admit(p, uint64(100-i)) {
+			t.Fatalf("pair %d: redelivery admitted though the set had room", i)
+		}
+	}
+}
+
+// A full set evicts its quietest pair (lowest seq); an evicted pair's next
+// event is still admitted: at worst a duplicate slips by, never a drop.
+func TestAdminSeqs_FullSetEvictsQuietestNeverDropsNew(t *testing.T) {
+	t.Parallel()
+	var a adminSeqs
+	ps := pairsInOneSet(adminSeqWays + 1)
+	for i, p := range ps[:adminSeqWays] {
+		a.admit(p, uint64(10+i)) // ps[0] is the quietest
+	}
+	if !a.admit(ps[adminSeqWays], 50) {
+		t.Fatal("new pair not admitted")
+	}
+	if a.admit(ps[1], 11) {
+		t.Fatal("a busier pair lost its entry; want the quietest evicted")
+	}
+	if !a.admit(ps[0], 10) {
+		t.Fatal("evicted pair's event dropped; want it admitted")
 	}
 }
 
