@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,7 +35,9 @@ type RedisClientOptions struct {
 
 // NewRedisClient builds the go-redis client for cfg (DESIGN "Where it runs at
 // scale"): Sentinel when MasterName is set, Cluster when Addrs holds several
-// seeds, a single node otherwise. Socket timeouts come from cfg and
+// seeds or its one address answers INFO with cluster_enabled:1 (a managed
+// service's configuration endpoint, or one node named by hand), a single
+// node otherwise. Socket timeouts come from cfg and
 // ContextTimeoutEnabled makes each operation's context deadline (the store's
 // per-operation timeout) bound the socket wait as well. Errors never carry
 // the password.
@@ -46,8 +49,13 @@ func NewRedisClient(cfg RedisClientOptions) (redis.UniversalClient, error) {
 	if cfg.MasterName == "" && len(cfg.Addrs) > 1 && cfg.DB != 0 {
 		return nil, fmt.Errorf("redis: db %d set with %d addrs: Redis Cluster has only db 0", cfg.DB, len(cfg.Addrs))
 	}
+	cluster := false
+	if cfg.MasterName == "" && len(cfg.Addrs) == 1 {
+		cluster = probeClusterNode(cfg)
+	}
 	return redis.NewUniversalClient(&redis.UniversalOptions{
 		Addrs:                 cfg.Addrs,
+		IsClusterMode:         cluster,
 		MasterName:            cfg.MasterName,
 		Username:              cfg.Username,
 		Password:              cfg.Password,
@@ -63,6 +71,45 @@ func NewRedisClient(cfg RedisClientOptions) (redis.UniversalClient, error) {
 		MaxRetries:    1,
 		DialerRetries: 1,
 	}), nil
+}
+
+// probeClusterNode asks the one configured node whether it runs in cluster
+// mode. A plain client on a cluster node would fail every key outside the
+// node's slots with MOVED — a fleet that works in a test on one master and
+// breaks on the real cluster. An unreachable node (Redis is down at start)
+// counts as not a cluster; the MOVED error then names the fix (movedHint).
+func probeClusterNode(cfg RedisClientOptions) bool {
+	c := redis.NewClient(&redis.Options{
+		Addr: cfg.Addrs[0], Username: cfg.Username, Password: cfg.Password,
+		DialTimeout: orDefault(cfg.DialTimeout, 2*time.Second), ReadTimeout: orDefault(cfg.ReadTimeout, time.Second),
+		MaxRetries: -1, DialerRetries: 1, PoolSize: 1,
+	})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), orDefault(cfg.DialTimeout, 2*time.Second)+orDefault(cfg.ReadTimeout, time.Second))
+	defer cancel()
+	info, err := c.Info(ctx, "cluster").Result()
+	if err != nil {
+		logx.From(ctx).Warn("redis: cluster-mode probe failed; using a single-node client", "addr", cfg.Addrs[0], "err", err)
+		return false
+	}
+	on := strings.Contains(info, "cluster_enabled:1")
+	if on {
+		logx.From(ctx).Info("redis: the one address in redis.addrs is a Redis Cluster node; using the cluster client", "addr", cfg.Addrs[0])
+	}
+	return on
+}
+
+// movedHint turns a MOVED/ASK redirection seen by a single-node client into
+// the configuration error it is: the node joined a cluster after start, or
+// was unreachable when probed.
+func movedHint(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := redis.IsMovedError(err); ok {
+		return fmt.Errorf("%w (redis.addrs names a Redis Cluster node but the pod uses a single-node client: list several cluster seeds, or restart the pod once the node is reachable)", err)
+	}
+	return err
 }
 
 var quietRedisLog sync.Once

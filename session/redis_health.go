@@ -45,7 +45,7 @@ func (c *redisCore) fail(ctx context.Context, op string, err error) bool {
 	}
 	c.m.RedisErrors.WithLabelValues(op).Inc()
 	if !isOutage(err) {
-		logx.From(ctx).Error("redis operation failed", slog.String("op", op), slog.String("error", err.Error()))
+		logx.From(ctx).Error("redis operation failed", slog.String("op", op), slog.String("error", movedHint(err).Error()))
 		return false
 	}
 	c.setHealthy(ctx, false, op, err)

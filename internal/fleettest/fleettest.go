@@ -133,15 +133,7 @@ func NewCluster(dir string) (*Cluster, error) {
 	if err != nil {
 		return c, fmt.Errorf("redis-cli --cluster create: %w\n%s", err, out)
 	}
-	for _, a := range c.Addrs {
-		a := a
-		if err := waitFor(startTimeout, "cluster_state:ok on "+a, func() bool {
-			return strings.Contains(info(a, "CLUSTER", "INFO"), "cluster_state:ok")
-		}); err != nil {
-			return c, err
-		}
-	}
-	return c, nil
+	return c, c.waitOK()
 }
 
 // Stop kills every node.
@@ -153,6 +145,29 @@ func (c *Cluster) Stop() {
 
 // KillMaster kills node i (SIGKILL): with no replicas its slots stay down.
 func (c *Cluster) KillMaster(i int) { c.procs[i].kill() }
+
+// RestartMaster starts killed node i again on its port and directory: its
+// nodes.conf gives it back its slots, its data is gone (no persistence), as
+// after a crash of a cache-only master. It waits until every node reports
+// cluster_state:ok.
+func (c *Cluster) RestartMaster(i int) error {
+	if err := c.procs[i].start(); err != nil {
+		return err
+	}
+	return c.waitOK()
+}
+
+// waitOK waits until every node reports cluster_state:ok.
+func (c *Cluster) waitOK() error {
+	for _, a := range c.Addrs {
+		if err := waitFor(startTimeout, "cluster_state:ok on "+a, func() bool {
+			return strings.Contains(info(a, "CLUSTER", "INFO"), "cluster_state:ok")
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // Sentinel is a running Sentinel setup: one master, one replica, three
 // sentinels with quorum 2.
