@@ -37,6 +37,23 @@ func ReadyFrameEpoch(epoch string) []byte {
 	return AppendFrame(nil, ws.OpText, body)
 }
 
+// ReadyFrameAt returns the ready frame naming the stream's epoch and its
+// last sequence number as the socket opened:
+// {"type":"ready","epoch":"E","seq":N}. Every event after N reaches the
+// socket, live or by resume, so a client that drops before its first event
+// still has a since to come back with (SPEC §5a). Build it once per
+// position and share it: do not modify the result.
+func ReadyFrameAt(epoch string, seq uint64) []byte {
+	if epoch == "" {
+		return ReadyFrame
+	}
+	body := appendJSONString([]byte(readyEpochPre), epoch)
+	body = append(body, `,"seq":`...)
+	body = strconv.AppendUint(body, seq, 10)
+	body = append(body, envelopeEnd...)
+	return AppendFrame(nil, ws.OpText, body)
+}
+
 // AppendEvent appends {"type":"event","payload":<payload>} (SPEC §5). The
 // payload is already JSON and is passed through byte for byte, never
 // re-encoded or validated; an empty payload is written as null so the

@@ -165,3 +165,24 @@ func TestReadyFrameEpoch(t *testing.T) {
 		t.Fatalf("ready = %s, want %s", got, want)
 	}
 }
+
+func TestReadyFrameAt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		epoch string
+		seq   uint64
+		want  string
+	}{
+		{"", 7, `{"type":"ready"}`},
+		{"e1", 0, `{"type":"ready","epoch":"e1","seq":0}`},
+		{"e1", 18446744073709551615, `{"type":"ready","epoch":"e1","seq":18446744073709551615}`},
+	} {
+		f := ReadyFrameAt(tc.epoch, tc.seq)
+		if got := string(f[2:]); got != tc.want {
+			t.Errorf("ReadyFrameAt(%q, %d) = %s, want %s", tc.epoch, tc.seq, got, tc.want)
+		}
+		if !json.Valid(f[2:]) {
+			t.Errorf("ReadyFrameAt(%q, %d): not JSON", tc.epoch, tc.seq)
+		}
+	}
+}

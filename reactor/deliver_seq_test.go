@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -102,5 +103,19 @@ func TestReady_CarriesStreamEpoch(t *testing.T) {
 	c := dial(t, p.userURL("acme", "a1", "u1"))
 	if m := c.next(3 * time.Second); m["type"] != "ready" || m["epoch"] != "k2x9" {
 		t.Fatalf("got %v, want ready with epoch k2x9", m)
+	}
+}
+
+// The ready frame names the stream position set before the socket's
+// routes were joined; a later position reaches later sockets only.
+func TestReady_CarriesStreamPosition(t *testing.T) {
+	p := startPod(t, nil)
+	for _, seq := range []uint64{0, 42, 43} {
+		p.srv.SetStreamPosition("k2x9", seq)
+		c := dial(t, p.userURL("acme", "a1", fmt.Sprintf("u%d", seq)))
+		m := c.next(3 * time.Second)
+		if m["type"] != "ready" || m["epoch"] != "k2x9" || m["seq"] != float64(seq) {
+			t.Fatalf("got %v, want ready with epoch k2x9 and seq %d", m, seq)
+		}
 	}
 }

@@ -66,6 +66,16 @@ func (s *Server) SetStreamEpoch(epoch string) {
 	s.ready.Store(&f)
 }
 
+// SetStreamPosition is SetStreamEpoch with the stream's last sequence
+// number: later ready frames read {"type":"ready","epoch":E,"seq":N}, so a
+// client that drops before its first event resumes from N (SPEC §5a). The
+// app calls it as the stream grows (a few times a second at most); a
+// stale N is safe, it only replays more. Safe for concurrent use.
+func (s *Server) SetStreamPosition(epoch string, seq uint64) {
+	f := codec.ReadyFrameAt(epoch, seq)
+	s.ready.Store(&f)
+}
+
 // readyFrame is the frame a handshake ends with.
 func (s *Server) readyFrame() []byte {
 	if f := s.ready.Load(); f != nil {

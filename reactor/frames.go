@@ -227,6 +227,11 @@ func (s *Server) selectChat(c *conn, m codec.ClientMessage) {
 		return
 	}
 	if c.ident.chat == chat {
+		// Already selected: only a since asks for something, the chat's
+		// messages after it again (a client rebuilding its view).
+		if m.HasSince {
+			s.replayChat(c, chat, m.Since)
+		}
 		return
 	}
 	c.selectSeq++
@@ -263,11 +268,22 @@ func (s *Server) selected(c *conn, r session.Route, seq uint32, err error, m cod
 	// A new subscription: the old chat's last seq says nothing about it.
 	c.ident.seqs.messages = 0
 	c.lp.join(c, r)
-	// "since" replays the chat's earlier messages first (SPEC §5a). While
-	// another replay of this socket runs, the chat is live only.
-	if m.HasSince && s.resume != nil && c.ident.replay == nil {
-		c.ident.replay, c.replaying = &replayState{}, true
-		s.resume.submit(resumeJob{c: c, req: ReplayRequest{Company: c.ident.company, Agent: c.ident.agent,
-			Chat: r.Chat, ChatOnly: true, Since: m.Since}})
+	if m.HasSince {
+		s.replayChat(c, r.Chat, m.Since)
 	}
+}
+
+// replayChat replays the messages of c's selected chat after since before
+// its live ones (select_chat with "since", SPEC §5a). While another replay
+// of this socket runs, the chat is live only. On loop.
+func (s *Server) replayChat(c *conn, chat string, since uint64) {
+	if s.resume == nil || c.ident.replay != nil {
+		return
+	}
+	// The client asked for what came after since, even what this socket
+	// already had: the seq rule lets it through once more.
+	c.ident.seqs.messages = min(c.ident.seqs.messages, since)
+	c.ident.replay, c.replaying = &replayState{}, true
+	s.resume.submit(resumeJob{c: c, req: ReplayRequest{Company: c.ident.company, Agent: c.ident.agent,
+		Chat: chat, ChatOnly: true, Since: since}})
 }

@@ -42,6 +42,10 @@ type handshakeReq struct {
 	since  uint64
 	epoch  string
 	chat   string
+	// ready is the ready frame as it was before the routes were joined:
+	// the stream position it names is no later than any event the socket
+	// can miss while joining (SPEC §5a).
+	ready []byte
 }
 
 // onHandshakeBytes parses the request head once it is complete and runs the
@@ -201,6 +205,7 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 		subCompany: intern(id.SubscribedCompanyID), subAgent: intern(id.SubscribedAgentID)}
 	probe := conn{kind: hs.kind, ident: it}
 	route := probe.chatsRoute()
+	hs.ready = s.readyFrame()
 	err = s.opts.Routes.Join(ctx, route)
 	if err == nil && hs.chat != "" {
 		// chat_id= pre-selects a chat: its route is in place before ready,
@@ -261,7 +266,7 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 	s.mx.accepted[c.kind].Inc()
 	// Written last: once the client sees ready, Deliver must find it.
 	out := codec.AppendUpgradeResponse(make([]byte, 0, 256), hs.key, hs.protocol)
-	_, _ = c.gc.Writev([][]byte{out, s.readyFrame()})
+	_, _ = c.gc.Writev([][]byte{out, hs.ready})
 	if resume {
 		s.resume.submit(resumeJob{c: c, req: replayRequest(c, hs.since, hs.epoch)})
 	}

@@ -130,12 +130,16 @@ func (r *resumer) submit(j resumeJob) {
 		return
 	}
 	r.queue = append(r.queue, j)
+	// A storm waits here (one replay per worker, resume.max_concurrent),
+	// so this queue is what dws_resume_waiting must show.
+	r.s.m.ResumeWaiting.Inc()
 	r.cond.Signal()
 }
 
 func (r *resumer) stop() {
 	r.mu.Lock()
 	r.closed = true
+	r.s.m.ResumeWaiting.Sub(float64(len(r.queue)))
 	r.queue = nil
 	r.cond.Broadcast()
 	r.mu.Unlock()
@@ -155,6 +159,7 @@ func (r *resumer) run(ctx context.Context) {
 		j := r.queue[0]
 		r.queue[0] = resumeJob{}
 		r.queue = r.queue[1:]
+		r.s.m.ResumeWaiting.Dec()
 		r.mu.Unlock()
 		r.s.replay(ctx, j)
 	}

@@ -130,6 +130,60 @@ func TestResume_SelectChatWithSince_ReplaysThatChatOnly(t *testing.T) {
 	}
 }
 
+// Re-selecting the chat already selected with a since replays its
+// messages after since, even ones this socket already had (the client
+// asked); without since it does nothing.
+func TestResume_ReselectSameChatWithSince_ReplaysAgain(t *testing.T) {
+	msgs := messages("acme", "a1", "x2")
+	rp := newScripted("", replayed(3, msgs), replayed(4, msgs))
+	p := startPod(t, func(o *Options) { o.Replayer = rp })
+	c := dial(t, p.userURL("acme", "a1", "u1")+"&chat_id=x2").ready()
+	for _, seq := range []uint64{3, 4} {
+		p.srv.Deliver(msgs, []byte(`{"event_id":"live"}`), Meta{Seq: seq})
+		if m := c.next(3 * time.Second); m["seq"] != float64(seq) {
+			t.Fatalf("live: got %v, want seq %d", m, seq)
+		}
+	}
+	c.send(ws.OpText, []byte(`{"type":"select_chat","chat_id":"x2"}`))
+	c.send(ws.OpText, []byte(`{"type":"select_chat","chat_id":"x2","since":2}`))
+	select {
+	case req := <-rp.reqs:
+		if req != (ReplayRequest{Company: "acme", Agent: "a1", Chat: "x2", ChatOnly: true, Since: 2}) {
+			t.Fatalf("replay request %+v", req)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("select_chat of the selected chat with since started no replay")
+	}
+	p.srv.Deliver(msgs, []byte(`{"event_id":"live"}`), Meta{Seq: 5}) // held, then after the replay
+	close(rp.go_)
+	for _, want := range []float64{3, 4, 5} {
+		if m := c.next(3 * time.Second); m["seq"] != want {
+			t.Fatalf("got %v, want seq %v", m, want)
+		}
+	}
+	c.expectNothing(200 * time.Millisecond)
+	select {
+	case r := <-rp.reqs:
+		t.Fatalf("select_chat without since started a replay: %+v", r)
+	default:
+	}
+}
+
+// Replays past resume.max_concurrent wait in the reactor's queue, and
+// dws_resume_waiting counts them there.
+func TestResume_WaitingReplaysShowInTheGauge(t *testing.T) {
+	rp := newScripted("")
+	p := startPod(t, func(o *Options) { o.Replayer = rp; o.ReplayWorkers = 1 })
+	for _, u := range []string{"u1", "u2", "u3"} {
+		dial(t, p.userURL("acme", "a1", u)+"&since=4&epoch=e1").ready()
+	}
+	<-rp.reqs // the one worker is busy with the first
+	waiting := func() float64 { return testutil.ToFloat64(p.srv.m.ResumeWaiting) }
+	eventually(t, 3*time.Second, "2 replays waiting", func() bool { return waiting() == 2 })
+	close(rp.go_)
+	eventually(t, 3*time.Second, "none waiting", func() bool { return waiting() == 0 })
+}
+
 func TestResume_BadParameters_400(t *testing.T) {
 	p := startPod(t, func(o *Options) { o.Replayer = newScripted("") })
 	for _, tc := range []struct{ query, msg string }{
