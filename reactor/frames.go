@@ -227,8 +227,11 @@ func (s *Server) selectChat(c *conn, m codec.ClientMessage) {
 		return
 	}
 	if c.ident.chat == chat {
-		// Already selected: only a since asks for something, the chat's
-		// messages after it again (a client rebuilding its view).
+		// Already selected. A select of another chat still joining is
+		// superseded (X, Y, X ends on X, not on Y); only a since asks for
+		// something more, the chat's messages after it again (a client
+		// rebuilding its view).
+		c.selectSeq++
 		if m.HasSince {
 			s.replayChat(c, chat, m.Since)
 		}

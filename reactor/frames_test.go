@@ -1,6 +1,7 @@
 package reactor
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -215,5 +216,52 @@ func TestPing_Answered_StaysOpen(t *testing.T) {
 	}
 	if pings < 3 {
 		t.Fatalf("only %d pings in 4 s", pings)
+	}
+}
+
+// gatedRoutes holds Join of one chat's route until released: a select
+// that is still joining when the client changes its mind.
+type gatedRoutes struct {
+	session.Routes
+	chat   string
+	gate   chan struct{}
+	joined chan struct{}
+}
+
+func (g *gatedRoutes) Join(ctx context.Context, r session.Route) error {
+	if r.Chat != g.chat {
+		return g.Routes.Join(ctx, r)
+	}
+	<-g.gate
+	defer close(g.joined)
+	return g.Routes.Join(ctx, r)
+}
+
+// select_chat X, then Y (slow to join), then X again: the socket ends on
+// X, and Y's late join is undone.
+func TestSelectChat_XYX_EndsOnX(t *testing.T) {
+	var g *gatedRoutes
+	p := startPod(t, func(o *Options) {
+		g = &gatedRoutes{Routes: o.Routes, chat: "y", gate: make(chan struct{}), joined: make(chan struct{})}
+		o.Routes = g
+	})
+	c := dial(t, p.userURL("acme", "a1", "u1")+"&chat_id=x").ready()
+	c.send(ws.OpText, []byte(`{"type":"select_chat","chat_id":"y"}`))
+	c.send(ws.OpText, []byte(`{"type":"select_chat","chat_id":"x"}`))
+	time.Sleep(100 * time.Millisecond) // both reached the loop
+	close(g.gate)
+	<-g.joined
+	eventually(t, 3*time.Second, "y's late join undone", func() bool {
+		pods, _ := p.routes.Pods(context.Background(), messages("acme", "a1", "y"))
+		return len(pods) == 0
+	})
+	if n := p.srv.Deliver(messages("acme", "a1", "x"), []byte(`{"event_id":"x"}`), Meta{Seq: 1}); n != 1 {
+		t.Fatalf("messages of x reached %d sockets, want 1", n)
+	}
+	if n := p.srv.Deliver(messages("acme", "a1", "y"), []byte(`{"event_id":"y"}`), Meta{Seq: 2}); n != 0 {
+		t.Fatalf("messages of y reached %d sockets, want 0", n)
+	}
+	if m := c.next(3 * time.Second); m["seq"] != float64(1) {
+		t.Fatalf("got %v, want x's event", m)
 	}
 }
