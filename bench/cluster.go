@@ -227,18 +227,14 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 		return nil, err
 	}
 	res.fill(st, l.r.t0)
-	// The shared merge (load.go) knows nothing of the order check or the
-	// arrival profiles: both come from the workers' results directly.
+	// The shared merge (load.go) sums the order check; the arrival
+	// profiles come from the workers' results directly.
 	var arrivals ArrivalProfile
-	res.loss.Sequenced, res.loss.Reordered = 0, 0
 	for _, w := range l.r.workers {
 		if w.result == nil || w.result.Track == nil {
 			continue
 		}
-		lf := w.result.Track.Loss
-		res.loss.Sequenced += lf.Sequenced
-		res.loss.Reordered += lf.Reordered
-		arrivals.merge(lf.Arrivals)
+		arrivals.merge(w.result.Track.Loss.Arrivals)
 	}
 	res.loss.Arrivals = nil
 	if f := rep.Failover; f != nil && !killedAt.IsZero() {

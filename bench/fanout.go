@@ -304,6 +304,9 @@ func (rep *FanoutReport) fill(cfg *FanoutConfig, l *loadRun, res *loadResult, st
 	add("events lost (sockets that stayed connected)", "= 0", float64(rep.Loss.Lost), rep.Loss.Lost == 0, true)
 	add("duplicate events", "= 0", float64(rep.Loss.Duplicates), rep.Loss.Duplicates == 0, true)
 	add("events on the wrong socket", "= 0", float64(rep.Loss.WrongSubject), rep.Loss.WrongSubject == 0, true)
+	if rep.Loss.Sequenced > 0 { // a server that sends seq (SPEC §5)
+		add("reordered deliveries (seq not above the socket's last)", "= 0", float64(rep.Loss.Reordered), rep.Loss.Reordered == 0, true)
+	}
 	if half != nil {
 		add("p99 at half saturation (ms)", fmt.Sprintf("<= %g", float64(cfg.MaxP99.Microseconds())/1000),
 			float64(half.Latency.P99Us)/1000, cfg.MaxP99 < 0 || half.Latency.P99Us <= cfg.MaxP99.Microseconds(), cfg.MaxP99 > 0)

@@ -567,6 +567,8 @@ func (l *loadRun) finish(ctx context.Context) (*loadResult, error) {
 		lf.SocketsWithLoss += tr.Loss.SocketsWithLoss
 		lf.Duplicates += tr.Loss.Duplicates
 		lf.WrongSubject += tr.Loss.WrongSubject
+		lf.Sequenced += tr.Loss.Sequenced
+		lf.Reordered += tr.Loss.Reordered
 		res.slowSockets += tr.SlowSockets
 		res.slowClosed += tr.SlowClosed
 		for k, v := range tr.SlowCloseCodes {
