@@ -42,6 +42,10 @@ type ValidatorOptions struct {
 	// (auth.token_cache_ttl); 0 disables caching. An entry never outlives
 	// the token's expires_at.
 	CacheTTL time.Duration
+	// CacheOnRepeat caches a token on its second successful validation
+	// only (see doorkeeper): a connect burst of fresh tokens leaves no
+	// cache behind. Pods turn it on; off caches every success.
+	CacheOnRepeat bool
 }
 
 // Validator checks user and admin tokens (SPEC §3); it implements
@@ -67,6 +71,7 @@ type Validator struct {
 	now          func() time.Time
 	replay       ReplayGuard // nil unless RejectReplay
 	cache        TokenCache  // nil unless caching is on
+	door         *doorkeeper // nil unless ValidatorOptions.CacheOnRepeat
 	cacheTTL     time.Duration
 }
 
@@ -100,6 +105,9 @@ func NewValidator(userKey, adminKey []byte, opts ValidatorOptions) (*Validator, 
 	}
 	if opts.Cache != nil && opts.CacheTTL > 0 {
 		v.cache, v.cacheTTL = opts.Cache, opts.CacheTTL
+		if opts.CacheOnRepeat {
+			v.door = new(doorkeeper)
+		}
 	}
 	v.SetRules(opts.ClockSkew, opts.MaxTokenAge)
 	return v, nil
@@ -274,7 +282,7 @@ func (v *Validator) finish(ctx context.Context, id *Identity, st openState) *cod
 		}
 		return nil
 	}
-	if v.cache != nil {
+	if v.cache != nil && (v.door == nil || v.door.seenBefore(&st.sum)) {
 		ttl := min(v.cacheTTL, id.ExpiresAt.Sub(st.now))
 		if ttl > 0 {
 			v.cache.Put(ctx, st.sum, *id, ttl)

@@ -129,6 +129,9 @@ func New(cfg *config.Config) (*App, error) {
 		Replay:       replay,
 		Cache:        cache,
 		CacheTTL:     cfg.Auth.TokenCacheTTL,
+		// A connect burst of fresh tokens must not become part of what
+		// every idle socket costs (issue 12).
+		CacheOnRepeat: true,
 	})
 	if err != nil {
 		return nil, err
