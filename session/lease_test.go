@@ -265,9 +265,7 @@ func TestRefresh_CostGrowsWithPodsNotSockets(t *testing.T) {
 	t.Parallel()
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
-	hook := &countHook{}
-	hc := newClient(t, sharedRedisAddr)
-	hc.AddHook(hook)
+	hook, hc := countedClient(t, sharedRedisAddr)
 	opt := fastOptions("pod-a", prefix)
 	opt.RefreshBatch = 100
 	a := startStore(t, hc, opt)

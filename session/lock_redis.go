@@ -32,7 +32,7 @@ type redisLocker struct {
 	reg *redisRegistry // holders' leases, on the Redis Cluster path
 
 	killWait time.Duration // session.kill_wait
-	ttl      time.Duration // long GC TTL of lock keys
+	ttl      time.Duration // long GC TTL of lock keys (session.gc_ttl)
 	// reassertEvery is the lazy re-assert period of a key: a third of
 	// the GC TTL leaves two more tries before a key lapses.
 	reassertEvery time.Duration
@@ -47,7 +47,7 @@ type redisLocker struct {
 
 // newRedisLocker applies the lock defaults to opts.
 func newRedisLocker(c *redisCore, reg *redisRegistry, opts RedisLockOptions) *redisLocker {
-	ttl := max(10*orDefault(opts.SessionTTL, defaultSessionTTL), minGCTTL)
+	ttl := c.gcTTL(orDefault(opts.SessionTTL, defaultSessionTTL))
 	return &redisLocker{
 		c:             c,
 		reg:           reg,
@@ -71,7 +71,7 @@ type lockEntry struct {
 	acqGen       uint64    // store-wide number of the last successful Acquire
 	yieldPending bool      // a kill notice asked us to delete the key
 	dirty        bool      // accepted while Redis was down; not yet asserted
-	assertedAt   time.Time // last time Redis confirmed the key names us
+	due          time.Time // next lazy re-assert (nextDue); zero: never written
 }
 
 // Bounds of the Acquire retry loop after a kill notice (SPEC §4: "retries
@@ -269,7 +269,7 @@ func (l *redisLocker) finishAcquire(ctx context.Context, key string, e *lockEntr
 		t = TakeoverLocal // the caller must replace its own older socket
 	}
 	l.own(e)
-	e.assertedAt = time.Now()
+	e.due = nextDue(l.c.now(), e.due, l.reassertEvery)
 	l.mu.Unlock()
 	// dws_session_takeovers_total and the local conflicts are counted by
 	// the caller, which sees the Takeover.

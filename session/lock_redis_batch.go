@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"log/slog"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -117,7 +116,7 @@ func (l *redisLocker) reassert(key string, e *lockEntry) batchOp {
 			l.mu.Lock()
 			if code != reassertLost {
 				e.dirty = false
-				e.assertedAt = time.Now()
+				e.due = nextDue(l.c.now(), e.due, l.reassertEvery)
 				l.mu.Unlock()
 				return
 			}
@@ -150,7 +149,7 @@ func (l *redisLocker) dropLock(key string, e *lockEntry) {
 // refresh re-asserts due lock keys (every key when full) and finishes
 // releases and yields that failed while Redis was down.
 func (l *redisLocker) refresh(ctx context.Context, full bool) bool {
-	now := time.Now()
+	now := l.c.now()
 	var (
 		reassert, release []string
 		yield             = map[string]uint64{}
@@ -162,7 +161,7 @@ func (l *redisLocker) refresh(ctx context.Context, full bool) bool {
 			yield[k] = e.acqGen
 		case !e.held && e.pending == 0:
 			release = append(release, k)
-		case e.held && (full || e.dirty || now.Sub(e.assertedAt) >= l.reassertEvery):
+		case e.held && (full || e.dirty || !now.Before(e.due)):
 			reassert = append(reassert, k)
 		}
 	}

@@ -376,9 +376,7 @@ func TestLock_AcquireRelease_OneRoundTripEach(t *testing.T) {
 	t.Parallel()
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
-	hook := &countHook{}
-	hc := newClient(t, sharedRedisAddr)
-	hc.AddHook(hook)
+	hook, hc := countedClient(t, sharedRedisAddr)
 	opt := fastOptions("pod-a", prefix)
 	opt.RefreshInterval = time.Minute // no refresh inside the measurement
 	a := startStore(t, hc, opt)
@@ -404,9 +402,7 @@ func TestLock_AcquireRelease_OneRoundTripEach(t *testing.T) {
 func BenchmarkHandshake_AcquireJoinReleaseLeave(b *testing.B) {
 	c := sharedRedis(b)
 	prefix := testPrefix(b, c)
-	hook := &countHook{}
-	hc := newClient(b, sharedRedisAddr)
-	hc.AddHook(hook)
+	hook, hc := countedClient(b, sharedRedisAddr)
 	opt := fastOptions("pod-bench", prefix)
 	opt.RefreshInterval = time.Minute
 	s := startStore(b, hc, opt)
@@ -445,9 +441,7 @@ func BenchmarkHandshake_AcquireJoinReleaseLeave(b *testing.B) {
 func BenchmarkHandshake_AcquireJoin(b *testing.B) {
 	c := sharedRedis(b)
 	prefix := testPrefix(b, c)
-	hook := &countHook{}
-	hc := newClient(b, sharedRedisAddr)
-	hc.AddHook(hook)
+	hook, hc := countedClient(b, sharedRedisAddr)
 	opt := fastOptions("pod-bench", prefix)
 	opt.RefreshInterval = time.Minute
 	s := startStore(b, hc, opt)

@@ -153,9 +153,7 @@ func TestRecovery_FreshClusterStart_LookupsAnswerAtOnce(t *testing.T) {
 func TestRecovery_Pods_OneRoundTrip(t *testing.T) {
 	t.Parallel()
 	proc := startRedisProc(t)
-	hook := &countHook{}
-	hc := newClient(t, proc.addr())
-	hc.AddHook(hook)
+	hook, hc := countedClient(t, proc.addr())
 	opt := fastOptions("pod-a", "")
 	a := startStore(t, hc, opt)
 	b := startStore(t, newClient(t, proc.addr()), fastOptions("pod-b", ""))

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,10 +21,17 @@ const (
 	defaultKillWait        = 3 * time.Second
 	defaultRefreshBatch    = 500
 	defaultOpTimeout       = time.Second
-	// minGCTTL is the floor of the long garbage-collection TTL of locks and
-	// route members (DESIGN "Redis cost at fleet scale"): liveness comes
-	// from the pod lease, so this TTL only bounds litter.
-	minGCTTL = 5 * time.Minute
+	// defaultGCTTL is the garbage-collection TTL of lock keys and route
+	// members (session.gc_ttl). Liveness comes from the pod lease, so this
+	// TTL only bounds a crashed pod's litter, and each owned key is
+	// re-written once per a third of it: at 24 h that is 42 000 keys per
+	// 8 h, ~1.5 commands/s per pod of 20 000 sockets (perf/redis-cost.md),
+	// against ~420/s at the former max(10 × ttl, 5 min).
+	defaultGCTTL = 24 * time.Hour
+	// gcTTLPerTTL is the floor of the GC TTL in units of session.ttl
+	// (route.ttl for routes): the re-assert period, a third of the GC TTL,
+	// stays several refresh intervals long.
+	gcTTLPerTTL = 10
 )
 
 // redisCore is what every Redis store of a pod shares (centrifuge's
@@ -45,6 +53,9 @@ type redisCore struct {
 	healthy   atomic.Bool
 	needFull  atomic.Bool   // next refresh re-asserts every owned key
 	kick      chan struct{} // wakes the refresher early (cap 1)
+	// now is the clock of re-assert due times (a test seam; time.Now).
+	// Route member scores and Redis TTLs use real time regardless.
+	now func() time.Time
 
 	jobsMu sync.Mutex
 	jobs   []job         // background releases, see worker
@@ -56,6 +67,7 @@ type redisCore struct {
 func newRedisCore(client redis.UniversalClient, opts RedisOptions) *redisCore {
 	opts.RefreshInterval = orDefault(opts.RefreshInterval, defaultRefreshInterval)
 	opts.OpTimeout = orDefault(opts.OpTimeout, defaultOpTimeout)
+	opts.GCTTL = orDefault(opts.GCTTL, defaultGCTTL)
 	if opts.RefreshBatch <= 0 {
 		opts.RefreshBatch = defaultRefreshBatch
 	}
@@ -74,6 +86,7 @@ func newRedisCore(client redis.UniversalClient, opts RedisOptions) *redisCore {
 		leaseInScript: !cluster,
 		kick:          make(chan struct{}, 1),
 		jobSig:        make(chan struct{}, 1),
+		now:           time.Now,
 	}
 	c.healthy.Store(true)
 	return c
@@ -131,6 +144,32 @@ func anyNoScript(cmds []redis.Cmder) bool {
 
 func isNoScript(err error) bool {
 	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
+}
+
+// gcTTL is the GC TTL of keys whose liveness TTL is ttl: session.gc_ttl,
+// never below gcTTLPerTTL × ttl.
+func (c *redisCore) gcTTL(ttl time.Duration) time.Duration {
+	return max(c.opt.GCTTL, gcTTLPerTTL*ttl)
+}
+
+// nextDue is when a key written at now is next re-asserted, every being
+// the re-assert period and due the time the key was due (zero: never
+// written). A key re-written because it was due keeps its phase: one
+// period on. A key written early — by Acquire or Join, by the full
+// re-assert after a Redis restart, or as a write owed since an outage —
+// gets a uniformly random point within one period, so keys written
+// together (a reconnect wave after a deploy, a full re-assert) do not come
+// due together: each tick re-asserts about owned keys × interval / period
+// of them, never all of them at once. Any point within the period is safe:
+// the key's TTL is three periods.
+func nextDue(now, due time.Time, every time.Duration) time.Time {
+	if !due.IsZero() && !now.Before(due) {
+		return now.Add(every)
+	}
+	if every <= 0 {
+		return now
+	}
+	return now.Add(rand.N(every))
 }
 
 func orDefault(d, def time.Duration) time.Duration {

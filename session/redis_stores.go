@@ -31,6 +31,13 @@ type RedisOptions struct {
 	RefreshBatch int
 	// OpTimeout bounds one Redis round trip (default 1 s).
 	OpTimeout time.Duration
+	// GCTTL is session.gc_ttl: the Redis TTL of lock keys and route
+	// members (default 24 h; never below 10 × session.ttl, 10 × route.ttl
+	// for routes). Their liveness is the pod lease (DESIGN "Redis cost at
+	// fleet scale"), so this TTL only bounds how long a crashed pod's keys
+	// stay in Redis memory; each owned key is re-written once per a third
+	// of it, the one refresh cost that grows with sockets.
+	GCTTL time.Duration
 	// Metrics receives the session counters; nil = a private catalogue.
 	Metrics *metrics.Metrics
 	// Locks are the single-session lock's own settings.

@@ -146,7 +146,17 @@ type testStore struct {
 // startStore builds and starts a store; Close runs at cleanup.
 func startStore(t testing.TB, c redis.UniversalClient, opt RedisOptions) *testStore {
 	t.Helper()
+	return startStoreWith(t, c, opt, nil)
+}
+
+// startStoreWith is startStore with a change to the store (test seams)
+// made before it starts.
+func startStoreWith(t testing.TB, c redis.UniversalClient, opt RedisOptions, before func(*RedisStores)) *testStore {
+	t.Helper()
 	s := NewRedisStores(c, opt)
+	if before != nil {
+		before(s)
+	}
 	r := newFakeReactor(s)
 	s.SetEvictor(r)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -333,6 +343,15 @@ type countHook struct {
 	roundTrips, commands atomic.Int64
 	probes               atomic.Int64 // PUBLISH commands, counted apart
 	names                sync.Map     // command name → struct{}
+}
+
+// countedClient is newClient with a countHook on it.
+func countedClient(t testing.TB, addr string) (*countHook, redis.UniversalClient) {
+	t.Helper()
+	hook := &countHook{}
+	c := newClient(t, addr)
+	c.AddHook(hook)
+	return hook, c
 }
 
 func (h *countHook) DialHook(next redis.DialHook) redis.DialHook { return next }

@@ -25,7 +25,7 @@ type redisRoutes struct {
 	c   *redisCore
 	reg *redisRegistry // members' leases and the recovery markers
 
-	gcTTL time.Duration // long GC TTL (score) of route members
+	gcTTL time.Duration // long GC TTL (score) of route members (session.gc_ttl)
 	// reassertEvery is the lazy re-assert period of a member: a third of
 	// the GC TTL leaves two more tries before a member lapses.
 	reassertEvery time.Duration
@@ -42,7 +42,7 @@ type redisRoutes struct {
 
 // newRedisRoutes applies the route defaults to opts.
 func newRedisRoutes(c *redisCore, reg *redisRegistry, opts RedisRouteOptions) *redisRoutes {
-	gc := max(10*orDefault(opts.TTL, defaultRouteTTL), minGCTTL)
+	gc := c.gcTTL(orDefault(opts.TTL, defaultRouteTTL))
 	return &redisRoutes{
 		c:             c,
 		reg:           reg,
@@ -64,8 +64,8 @@ type routeEntry struct {
 	// a Join racing the removal would trust inRedis, skip the write and
 	// leave a connected socket's route unregistered until the next
 	// refresh (issue 9 finding 5).
-	removing   bool
-	assertedAt time.Time // last successful ZADD
+	removing bool
+	due      time.Time // next lazy re-assert (nextDue); zero: never written
 }
 
 // Join implements Routes: the first local socket on a route registers
@@ -120,7 +120,8 @@ func (r *redisRoutes) Join(ctx context.Context, rt Route) error {
 		return codec.NewError(codec.CodeSubscriptionFailure, "route registration failed")
 	}
 	r.mu.Lock()
-	e.inRedis, e.dirty, e.assertedAt = true, false, time.Now()
+	e.inRedis, e.dirty = true, false
+	e.due = nextDue(r.c.now(), e.due, r.reassertEvery)
 	r.mu.Unlock()
 	return nil
 }

@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -66,7 +65,8 @@ func (r *redisRoutes) prepRoute(key string, op routeOp, block bool) (b batchOp, 
 					return
 				}
 				r.mu.Lock()
-				e.inRedis, e.dirty, e.assertedAt = true, false, time.Now()
+				e.inRedis, e.dirty = true, false
+				e.due = nextDue(r.c.now(), e.due, r.reassertEvery)
 				r.mu.Unlock()
 			},
 			unlock: e.io.Unlock,
@@ -113,14 +113,14 @@ func (r *redisRoutes) dropRoute(key string, e *routeEntry) {
 // garbage collection of lapsed members on the same keys) and finishes
 // failed leaves.
 func (r *redisRoutes) refresh(ctx context.Context, full bool) bool {
-	now := time.Now()
+	now := r.c.now()
 	var reassert, leave []string
 	r.mu.Lock()
 	for k, e := range r.entries {
 		switch {
 		case e.refs == 0:
 			leave = append(leave, k)
-		case full || e.dirty || !e.inRedis || now.Sub(e.assertedAt) >= r.reassertEvery:
+		case full || e.dirty || !e.inRedis || !now.Before(e.due):
 			reassert = append(reassert, k)
 		}
 	}

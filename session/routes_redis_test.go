@@ -144,9 +144,7 @@ func TestHandshake_LockAndRoute_AtMostTwoRoundTrips(t *testing.T) {
 	t.Parallel()
 	c := sharedRedis(t)
 	prefix := testPrefix(t, c)
-	hook := &countHook{}
-	hc := newClient(t, sharedRedisAddr)
-	hc.AddHook(hook)
+	hook, hc := countedClient(t, sharedRedisAddr)
 	opt := fastOptions("pod-a", prefix)
 	opt.RefreshInterval = time.Minute // no refresh inside the measurement
 	a := startStore(t, hc, opt)

@@ -123,6 +123,11 @@ type Session struct {
 	OnStoreDown string `koanf:"on_store_down" default:"accept_local" hot:"true" doc:"When the session store is unreachable: accept_local (degrade) or reject (503)."`
 	// RefreshBatch is how many owned keys one pipelined refresh carries.
 	RefreshBatch int `koanf:"refresh_batch" default:"500" doc:"Owned keys carried by one pipelined refresh."`
+	// GCTTL only bounds a crashed pod's leftovers: locks and route members
+	// count while their pod's lease lives (DESIGN "Redis cost at fleet
+	// scale"), and each owned key is re-written once per a third of it,
+	// the one refresh cost that grows with sockets (perf/redis-cost.md).
+	GCTTL time.Duration `koanf:"gc_ttl" default:"24h" doc:"Redis TTL of session locks and route members, which count only while their pod's lease lives: it bounds how long a crashed pod's keys stay in Redis memory. Each owned key is re-written once per a third of it. At least 10 × session.ttl and 10 × route.ttl."`
 }
 
 // Route holds route registry timing.

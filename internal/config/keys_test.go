@@ -51,7 +51,7 @@ func TestEnvName_EveryKey_DerivedAndUnique(t *testing.T) {
 			t.Errorf("Lookup(%q) = %+v, %v; want env %s", key, k, ok, env)
 		}
 	}
-	if n := len(Keys()); n != 82 {
+	if n := len(Keys()); n != 83 {
 		t.Errorf("%d keys; update this count when adding a key (and regenerate docs)", n)
 	}
 }
@@ -122,6 +122,7 @@ func TestDefaults_FromTags_MatchSpec(t *testing.T) {
 		{"ratelimit.messages_per_second", c.RateLimit.MessagesPerSecond, 10.0},
 		{"session.ttl", c.Session.TTL, 30 * time.Second},
 		{"session.refresh_interval", c.Session.RefreshInterval, 10 * time.Second},
+		{"session.gc_ttl", c.Session.GCTTL, 24 * time.Hour},
 		{"session.on_store_down", c.Session.OnStoreDown, "accept_local"},
 		{"nats.stream", c.NATS.Stream, "wa_stream"},
 		{"nats.consumer", c.NATS.Consumer, "ws_fanout"},

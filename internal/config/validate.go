@@ -91,6 +91,11 @@ func (c *Config) Validate() error {
 	v.atLeast("session.refresh_batch", ss.RefreshBatch, 1)
 
 	v.positive("route.ttl", c.Route.TTL)
+	if floor := 10 * max(ss.TTL, c.Route.TTL); ss.GCTTL < floor {
+		// The re-assert period, a third of it, must span several refresh
+		// intervals; the stores would raise it to this floor anyway.
+		v.add("session.gc_ttl", "must be at least 10 × session.ttl and 10 × route.ttl (%s), got %s", floor, ss.GCTTL)
+	}
 	v.notNegative("route.cache_ttl", c.Route.CacheTTL)
 
 	rd := c.Redis

@@ -77,6 +77,8 @@ func TestValidate_EachRule_NamesKeyAndRule(t *testing.T) {
 		{"kill wait zero", func(c *Config) { c.Session.KillWait = 0 }, "session.kill_wait: must be greater than 0"},
 		{"on store down", func(c *Config) { c.Session.OnStoreDown = "panic" }, `session.on_store_down: must be accept_local or reject, got "panic"`},
 		{"refresh batch zero", func(c *Config) { c.Session.RefreshBatch = 0 }, "session.refresh_batch: must be at least 1"},
+		{"gc ttl below 10 × route.ttl", func(c *Config) { c.Route.TTL = time.Minute; c.Session.GCTTL = 5 * time.Minute },
+			"session.gc_ttl: must be at least 10 × session.ttl and 10 × route.ttl (10m0s), got 5m0s"},
 		{"route ttl zero", func(c *Config) { c.Route.TTL = 0 }, "route.ttl: must be greater than 0"},
 		{"route cache negative", func(c *Config) { c.Route.CacheTTL = -1 }, "route.cache_ttl: must not be negative"},
 		{"redis addr", func(c *Config) { c.Redis.Addrs = []string{"ok:6379", "redis"} }, `redis.addrs[1]: must be host:port with a host and a port 1-65535, got "redis"`},

@@ -32,6 +32,7 @@ func RedisOptions(cfg *config.Config, m *metrics.Metrics) session.RedisOptions {
 		RefreshInterval: s.RefreshInterval,
 		OnStoreDown:     s.OnStoreDown,
 		RefreshBatch:    s.RefreshBatch,
+		GCTTL:           s.GCTTL,
 		// One round trip is a write and a read.
 		OpTimeout: cfg.Redis.ReadTimeout + cfg.Redis.WriteTimeout,
 		Metrics:   m,
