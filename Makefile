@@ -5,7 +5,7 @@ BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/dws-gateway/dws/cmd/dws/app.Version=$(VERSION)
 
-.PHONY: run test test-short bench bench-micro soak lint build proto services fuzz clean
+.PHONY: run test test-short bench bench-micro soak lint build proto services fuzz clean fleet fleet-stop
 
 ## run: a single pod on embedded defaults (in-memory stores, dev keys, 127.0.0.1 only); prints a URL and a token.
 ## Extra flags: make run RUN_ARGS='--set log.level=debug'. The binary is built, then exec'd: Ctrl+C / SIGTERM reach dws itself (no
@@ -18,6 +18,16 @@ run:
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dws ./cmd/dws
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/dws-bench ./cmd/dws-bench
+
+## fleet: the cluster engines on this machine (3-node NATS JetStream, 3-master Redis Cluster, Sentinel; free ports,
+## state in /tmp/dws-fleet) and 3 dws pods on them; prints one line of URLs. FLEET_REDIS=sentinel puts the pods on Sentinel.
+fleet: build
+	@test -x $(BIN)/nats-server || $(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
+	@bash scripts/fleet.sh start && bash scripts/fleet.sh pods $(or $(FLEET_REDIS),cluster)
+
+## fleet-stop: stop the pods and engines make fleet started
+fleet-stop:
+	@bash scripts/fleet.sh stop
 
 ## services: make sure Redis (127.0.0.1:6379) and NATS JetStream (127.0.0.1:4222) answer
 services:

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -137,7 +138,8 @@ func (b *Bridge) Start(ctx context.Context) error {
 		return fmt.Errorf("bridge: stream %q: %w", b.o.NATS.Stream, err)
 	}
 	b.layout = PartitionLayout{Source: b.o.NATS.Stream, Consumer: b.o.NATS.Consumer, Partitions: b.o.NATS.Partitions}
-	if _, err := EnsurePartitionStream(sctx, b.js, b.layout, info); err != nil {
+	part, err := EnsurePartitionStream(sctx, b.js, b.layout, info)
+	if err != nil {
 		return fmt.Errorf("bridge: %w", err)
 	}
 	b.epoch = Epoch(info)
@@ -189,6 +191,14 @@ func (b *Bridge) Start(ctx context.Context) error {
 		defer close(b.ranDone)
 		b.owner.Run(ctx)
 	})
+	if part.CachedInfo().Config.Replicas > 1 {
+		// Only a replicated stream loses its source with a node; one
+		// server restarts its sources itself when it comes back.
+		w := &sourceWatch{nc: b.o.Conn, js: b.js, layout: b.layout, active: func() bool {
+			return slices.Contains(b.owner.Owned(), 0)
+		}}
+		safego.Go(runCtx, "bridge.source_watch", w.run)
+	}
 	b.started = true
 	return nil
 }

@@ -109,6 +109,21 @@ type partitionWorker struct {
 	unsettled sync.WaitGroup
 }
 
+// pullHeartbeat and pullExpiry shape the consumer's pull requests. On a
+// JetStream cluster a pull request lives on the node leading the consumer;
+// when that node dies (kill -9, no leadership hand-over) the request dies
+// with it and nothing tells the client, which notices only when two
+// heartbeats are missed and then pulls again, from the new leader. The
+// same happens to the first pull of a new replicated consumer while it
+// elects its first leader. nats.go's defaults (30 s expiry, 15 s
+// heartbeat) left such a partition unconsumed for 30 s (issue 13 test);
+// these notice within 1 s, for two heartbeats a second per idle partition
+// (DESIGN "Where it runs at scale").
+const (
+	pullHeartbeat = 500 * time.Millisecond
+	pullExpiry    = 5 * time.Second
+)
+
 // takeoverRetry paces attempts to create a partition's consumer while
 // NATS is unreachable.
 const takeoverRetry = 250 * time.Millisecond
@@ -145,6 +160,8 @@ func (w *partitionWorker) run(ctx context.Context) {
 		}
 	},
 		jetstream.PullMaxMessages(w.set.fetchBatch),
+		jetstream.PullExpiry(pullExpiry),
+		jetstream.PullHeartbeat(pullHeartbeat),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			if errors.Is(err, jetstream.ErrConsumerDeleted) {
 				// Another pod took the partition over (it recreates the

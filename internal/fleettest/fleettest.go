@@ -46,19 +46,30 @@ type proc struct {
 
 func (p *proc) addr() string { return "127.0.0.1:" + strconv.Itoa(p.port) }
 
-func (p *proc) start() error {
-	cmd := exec.Command(RedisServerBin, p.args...)
-	cmd.Dir = p.dir
-	log, err := os.Create(filepath.Join(p.dir, "server.log"))
+// spawn starts bin in dir with its output in dir/server.log; exited is
+// closed once the process is gone.
+func spawn(bin, dir string, args []string) (cmd *exec.Cmd, exited chan struct{}, err error) {
+	cmd = exec.Command(bin, args...)
+	cmd.Dir = dir
+	log, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		_ = log.Close()
+		return nil, nil, err
+	}
+	exited = make(chan struct{})
+	go func() { _ = cmd.Wait(); _ = log.Close(); close(exited) }()
+	return cmd, exited, nil
+}
+
+func (p *proc) start() error {
+	cmd, _, err := spawn(RedisServerBin, p.dir, p.args)
+	if err != nil {
 		return fmt.Errorf("%s: %w (install redis-server 7)", RedisServerBin, err)
 	}
-	go func() { _ = cmd.Wait(); _ = log.Close() }()
 	p.mu.Lock()
 	p.cmd = cmd
 	p.mu.Unlock()
@@ -94,12 +105,24 @@ type Cluster struct {
 // reports cluster_state:ok. It is stopped at cleanup.
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
-	c, err := NewCluster(t.TempDir())
-	if c != nil {
+	return startIn(t, "redis cluster", NewCluster)
+}
+
+// startIn runs create in the test's temp dir, stops what it started at
+// cleanup (also what a failed start left running) and fails the test on
+// error.
+func startIn[T interface {
+	comparable
+	Stop()
+}](t testing.TB, what string, create func(dir string) (T, error)) T {
+	t.Helper()
+	c, err := create(t.TempDir())
+	var none T
+	if c != none {
 		t.Cleanup(c.Stop)
 	}
 	if err != nil {
-		t.Fatalf("redis cluster: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 	return c
 }
@@ -192,14 +215,7 @@ const DownAfter = 1000 * time.Millisecond
 // other sentinels. It is stopped at cleanup.
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
-	s, err := NewSentinel(t.TempDir())
-	if s != nil {
-		t.Cleanup(s.Stop)
-	}
-	if err != nil {
-		t.Fatalf("redis sentinel: %v", err)
-	}
-	return s
+	return startIn(t, "redis sentinel", NewSentinel)
 }
 
 // NewSentinel is StartSentinel outside a test; the caller calls Stop.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -77,5 +79,50 @@ func TestSentinel_FailoverPromotesReplicaAndKeepsData(t *testing.T) {
 	}
 	if v != "v" {
 		t.Fatalf("after failover k = %q", v)
+	}
+}
+
+// A 3-node JetStream cluster serves an R3 stream, and after its leader is
+// killed another node leads it with every acknowledged message kept.
+func TestJetStreamCluster_LeaderKilled_AnotherLeadsWithTheData(t *testing.T) {
+	t.Parallel()
+	c := StartJetStreamCluster(t)
+	nc, err := nats.Connect(c.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Replicas: 3}); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := js.Publish(ctx, "s.x", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := c.StreamLeader("S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(old)
+	var now int
+	for now, err = c.StreamLeader("S"); err != nil || now == old; now, err = c.StreamLeader("S") {
+		if ctx.Err() != nil {
+			t.Fatalf("no new leader after the kill of %s: %v", c.Servers()[old], err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	s, err := js.Stream(ctx, "S")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.CachedInfo().State.Msgs; n != 10 {
+		t.Fatalf("%d messages after the failover, want 10", n)
 	}
 }

@@ -154,19 +154,35 @@ func waitConsumers(t *testing.T, c *cluster, pub *publisher, n int) {
 // pod holds the lease of, so a test can aim its events at that pod.
 func (c *cluster) companyOwnedBy(pod, agent string) string {
 	c.t.Helper()
+	return c.companiesOwnedBy(pod, agent, 1)[0]
+}
+
+// companiesOwnedBy returns n companies in n different partitions the pod
+// holds the lease of.
+func (c *cluster) companiesOwnedBy(pod, agent string, n int) []string {
+	c.t.Helper()
 	cfg := c.pods[0].Cfg.NATS
 	l := bridge.PartitionLayout{Source: cfg.Stream, Consumer: cfg.Consumer, Partitions: cfg.Partitions}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for i := range 1000 {
+	var companies []string
+	taken := map[int]bool{}
+	for i := 0; i < 1000 && len(companies) < n; i++ {
 		company := "co" + strconv.Itoa(i)
-		owner, err := c.leases().Owner(ctx, l.PartitionOf(company, agent))
+		p := l.PartitionOf(company, agent)
+		if taken[p] {
+			continue
+		}
+		owner, err := c.leases().Owner(ctx, p)
 		if err == nil && owner == pod {
-			return company
+			companies = append(companies, company)
+			taken[p] = true
 		}
 	}
-	c.t.Fatalf("no company of agent %s in a partition of %s", agent, pod)
-	return ""
+	if len(companies) < n {
+		c.t.Fatalf("%d companies of agent %s in different partitions of %s, want %d", len(companies), agent, pod, n)
+	}
+	return companies
 }
 
 // leases reads the cluster's partition leases.
@@ -209,13 +225,19 @@ func (p *publisher) publishRaw(subject, eventID string, payload []byte, requestI
 		p.t.Errorf("publish %s: %v", subject, err)
 		return
 	}
+	p.record(eventID, payload, pub.Sequence)
+}
+
+// record notes a stored event's payload and stream sequence, which its
+// frames must carry.
+func (p *publisher) record(eventID string, payload []byte, seq uint64) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.sent == nil {
 		p.sent, p.seqs = map[string][]byte{}, map[string]uint64{}
 	}
 	p.sent[eventID] = payload
-	p.seqs[eventID] = pub.Sequence
-	p.mu.Unlock()
+	p.seqs[eventID] = seq
 }
 
 // publish sends a well-formed EnrichedEventPayload with id on subject.
@@ -256,6 +278,7 @@ type sock struct {
 
 	mu     sync.Mutex
 	ids    []string            // event ids in arrival order (probes excluded)
+	at     []time.Time         // when each of ids arrived
 	frames map[string][][]byte // raw frames per event id
 	probes map[string]bool
 	others [][]byte // non-event frames (errors)
@@ -266,6 +289,7 @@ type sock struct {
 	lastSeq   map[string]uint64
 	reordered []string
 	epoch     string
+	readySeq  uint64 // the stream position the ready frame named
 }
 
 // openSock dials url, reads the ready frame and starts recording.
@@ -273,14 +297,17 @@ func openSock(t *testing.T, name, u string) *sock {
 	t.Helper()
 	conn := wsDial(t, u)
 	msg, err := wsutil.ReadServerText(conn)
-	var ready struct{ Type, Epoch string }
+	var ready struct {
+		Type, Epoch string
+		Seq         uint64
+	}
 	if err != nil || json.Unmarshal(msg, &ready) != nil || ready.Type != "ready" {
 		t.Fatalf("%s: want ready, got %q %v", name, msg, err)
 	}
 	// The reader runs for the whole test; Cleanup closes the socket.
 	_ = conn.SetDeadline(time.Time{})
 	s := &sock{name: name, conn: conn, done: make(chan struct{}), frames: map[string][][]byte{}, probes: map[string]bool{},
-		lastSeq: map[string]uint64{}, epoch: ready.Epoch}
+		lastSeq: map[string]uint64{}, epoch: ready.Epoch, readySeq: ready.Seq}
 	go s.read()
 	t.Cleanup(func() { _ = conn.Close(); <-s.done })
 	return s
@@ -323,6 +350,7 @@ func (s *sock) read() {
 			s.probes[id] = true
 		default:
 			s.ids = append(s.ids, id)
+			s.at = append(s.at, time.Now())
 			s.frames[id] = append(s.frames[id], msg)
 		}
 		s.mu.Unlock()

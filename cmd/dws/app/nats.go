@@ -45,6 +45,8 @@ type eventPath struct {
 	// the session stores' pool so a burst of session traffic never delays
 	// a lease renewal past nats.failover. nil on a single node.
 	leaseClient redis.UniversalClient
+	// stopPosition ends the stream-position watch (watchStreamPosition).
+	stopPosition context.CancelFunc
 	// stopCtx is the shutdown context Shutdown hands to drainEvents: it
 	// bounds the gRPC graceful stop in stopEvents, which takes none.
 	stopCtx context.Context
@@ -126,12 +128,17 @@ func (a *App) startEvents(context.Context) error {
 	if err := ev.bridge.Start(context.Background()); err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	// Every ready frame from now on names the stream's epoch (SPEC §5).
-	a.Server.SetStreamEpoch(ev.bridge.Epoch())
 	// Resume reads what a socket missed from the stream (SPEC §5a).
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
+	}
+	// Every ready frame from now on names the stream's epoch (SPEC §5) and
+	// its position, the since of a client that drops before any event.
+	var posCtx context.Context
+	posCtx, ev.stopPosition = context.WithCancel(context.Background())
+	if err := watchStreamPosition(posCtx, js, cfg.NATS.Stream, ev.bridge.Epoch(), a.Server.SetStreamPosition); err != nil {
+		return fmt.Errorf("jetstream: stream %q position: %w", cfg.NATS.Stream, err)
 	}
 	a.replayer.set(bridge.NewReplayer(js, bridge.ReplayOptions{
 		Stream:        cfg.NATS.Stream,
@@ -180,6 +187,9 @@ func (a *App) stopEvents() {
 		if err := ev.grpc.Shutdown(ctx); err != nil {
 			logx.L().Warn("grpc streams still open at the shutdown deadline; closed", "err", err.Error())
 		}
+	}
+	if ev.stopPosition != nil {
+		ev.stopPosition()
 	}
 	if ev.bridge != nil {
 		ev.bridge.Close()

@@ -41,16 +41,36 @@ func publishSeries(t *testing.T, pub *publisher, cos []*seriesCompany, n, rate i
 			at(i)
 		}
 		<-tick.C
-		co := cos[i%len(cos)]
-		id := fmt.Sprintf("%sev-%05d", co.prefix, i)
-		if i%5 == 2 { // 5 is coprime with the company count: each gets both kinds
-			pub.publish("websocket."+co.name+".a1.messages.x1", id)
-		} else {
-			pub.publish("websocket."+co.name+".a1.chats", id)
-			co.chats = append(co.chats, id)
-		}
-		co.all = append(co.all, id)
+		// 5 is coprime with the company count: each gets both kinds.
+		cos[i%len(cos)].publishEvent(i, pub.publish)
 	}
+}
+
+// publishEvent publishes the company's event number i with publish and
+// notes which sockets should get it.
+func (co *seriesCompany) publishEvent(i int, publish func(subject, id string)) {
+	subject, id, chats := co.event(i)
+	publish(subject, id)
+	co.expect(id, chats)
+}
+
+// event is the company's event number i: a message of chat x1 when
+// i%5 == 2, a chats event otherwise.
+func (co *seriesCompany) event(i int) (subject, id string, chats bool) {
+	id = fmt.Sprintf("%sev-%05d", co.prefix, i)
+	if i%5 == 2 {
+		return "websocket." + co.name + ".a1.messages.x1", id, false
+	}
+	return "websocket." + co.name + ".a1.chats", id, true
+}
+
+// expect notes that every socket of the company gets id, the chats
+// sockets only when it is a chats event.
+func (co *seriesCompany) expect(id string, chats bool) {
+	if chats {
+		co.chats = append(co.chats, id)
+	}
+	co.all = append(co.all, id)
 }
 
 // expectSeries checks every socket got exactly its events, once each, in

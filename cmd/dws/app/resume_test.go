@@ -110,6 +110,32 @@ func TestResume_OnePod_AwayTwoSeconds_EveryEventOnceInOrder(t *testing.T) {
 		metric(t, p, "dws_deliveries_total", `path="replayed"`), metric(t, p, "dws_drops_total", `reason="duplicate"`))
 }
 
+// A client that drops before its first event still has a since: the
+// ready frame names the stream's position (at most positionInterval old),
+// and coming back with it replays everything published while it was away.
+func TestResume_NoEventBeforeDrop_ReadySeqIsTheSince(t *testing.T) {
+	c, pub := newEventCluster(t, "127.0.0.1:6379", 1, nil)
+	p := c.pods[0]
+	base := c.userURL(p, "acme", "a1", "u1")
+	pub.publish("websocket.acme.a1.chats", "ev-before") // the stream is not empty
+	time.Sleep(2 * positionInterval)                    // the ready frame has caught up
+	first := openSock(t, "u1 before", base)
+	if first.readySeq == 0 {
+		t.Fatal("ready frame without the stream position")
+	}
+	first.closeNow()
+	var want []string
+	for i := range 50 {
+		id := fmt.Sprintf("ev-%03d", i)
+		pub.publish("websocket.acme.a1.chats", id)
+		want = append(want, id)
+	}
+	back := openSock(t, "u1 back", resumeURL(base, first.readySeq, first.epoch, ""))
+	back.waitAll(t, 10*time.Second, want)
+	quiet()
+	checkResumed(t, pub, first, back, want)
+}
+
 // Two pods: the pod holding the socket is killed -9 mid-series; the client
 // comes back on the other pod with its last seq and misses nothing.
 func TestResume_PodKilled_ClientResumesOnAnotherPod(t *testing.T) {

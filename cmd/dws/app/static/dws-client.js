@@ -19,14 +19,18 @@
  * - Keeps the epoch of the last `ready` and the highest `seq` seen. On a
  *   reconnect it adds `since={seq}&epoch={epoch}` (and `chat_id={X}` when a
  *   chat is selected) to the URL, so the server replays what was missed
- *   (SPEC §5a). Nothing is added until a seq was seen: a server that sends
- *   no seq or epoch (older dws) gets the plain URL and still works.
+ *   (SPEC §5a). The first position is the `seq` of the first `ready`
+ *   (the stream's position as the socket opened), so a client that drops
+ *   before its first event still misses nothing. Nothing is added until a
+ *   seq was seen: a server that sends no seq or epoch (older dws) gets the
+ *   plain URL and still works.
  * - Drops duplicates: seq is the event's sequence in the stream, unique
  *   across subjects, so a seq already delivered is a duplicate whatever
  *   subscription (chats or a chat's messages) it came from. The window of
  *   remembered seqs is bounded (dedupeWindow); a new epoch clears it.
  * - `{"type":"resync","payload":{"reason":R}}` calls onResync(R) and keeps
- *   going with live events: the app reloads from its own API.
+ *   going with live events from the ready frame's position: the app
+ *   reloads from its own API.
  * - Reconnects with exponential backoff and full jitter, except after
  *   4402 (session-replaced: another tab took over) and 4401/4403 (auth).
  *   A browser sees a refused handshake (401, 403, 409, 429 ...) only as
@@ -74,7 +78,9 @@ export class DwsClient {
   constructor(opts) {
     this.opts = { ...defaults, ...opts };
     this.epoch = null; // from ready; null until a server names one
-    this.lastSeq = 0; // highest seq seen in this epoch; 0 = none
+    this.lastSeq = 0; // highest seq seen in this epoch (or the first ready's)
+    this._positioned = false; // lastSeq is a real position (ready or event seq)
+    this._readySeq = null; // the stream position the last ready named
     this.chatId = null; // selected chat
     this.stats = { received: 0, duplicates: 0, resyncs: 0, reconnects: 0 };
     this._seen = new Set(); // delivered seqs of this epoch (insertion order = age)
@@ -148,7 +154,7 @@ export class DwsClient {
   resumeURL(base) {
     const u = new URL(base);
     for (const k of ["since", "epoch", "chat_id"]) u.searchParams.delete(k);
-    if (this.lastSeq > 0) {
+    if (this._positioned) {
       u.searchParams.set("since", String(this.lastSeq));
       if (this.epoch) u.searchParams.set("epoch", this.epoch);
     }
@@ -204,6 +210,16 @@ export class DwsClient {
           if (this.epoch !== null) this._resetPosition();
           this.epoch = f.epoch;
         }
+        if (typeof f.seq === "number") {
+          // Where the stream was as this socket opened: everything after it
+          // reaches us. A resumed socket keeps its older lastSeq (the
+          // replay fills the gap up to here).
+          this._readySeq = f.seq;
+          if (!this._positioned) {
+            this.lastSeq = f.seq;
+            this._positioned = true;
+          }
+        }
         this._status("open", { epoch: this.epoch, resumedFrom: this.lastSeq });
         break;
       case "event":
@@ -211,6 +227,9 @@ export class DwsClient {
         break;
       case "resync":
         this.stats.resyncs++;
+        // Nothing was replayed: from here on we hold what came after the
+        // ready frame's position, so a later reconnect asks from there.
+        if (this._readySeq !== null && this._readySeq > this.lastSeq) this.lastSeq = this._readySeq;
         this._call("onResync", (f.payload && f.payload.reason) || "unknown");
         break;
       case "error":
@@ -232,6 +251,7 @@ export class DwsClient {
         this._seen.delete(this._seen.values().next().value); // oldest
       }
       if (seq > this.lastSeq) this.lastSeq = seq;
+      this._positioned = true;
     }
     this.stats.received++;
     this._call("onEvent", f.payload, seq, f);
@@ -239,6 +259,7 @@ export class DwsClient {
 
   _resetPosition() {
     this.lastSeq = 0;
+    this._positioned = false;
     this._seen.clear();
     this._leftAt.clear();
   }

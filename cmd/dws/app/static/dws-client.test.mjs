@@ -68,6 +68,24 @@ test("new epoch resets the position", async () => {
   c.close();
 });
 
+test("ready seq is the first position; a resync moves it there", async () => {
+  FakeWS.all = [];
+  const { c, ev } = mk();
+  c.connect(); await tick(); last().open(); last().recv({ type: "ready", epoch: "E", seq: 0 });
+  last().close(1006); await tick(20); // dropped before any event, on an empty stream
+  assert.equal(new URL(last().url).searchParams.get("since"), "0");
+  last().open(); last().recv({ type: "ready", epoch: "E", seq: 40 }); // resumed: keeps since 0
+  assert.equal(c.lastSeq, 0);
+  last().recv({ type: "resync", payload: { reason: "too_many" } });
+  assert.equal(c.lastSeq, 40);
+  last().close(1006); await tick(20);
+  assert.equal(new URL(last().url).searchParams.get("since"), "40");
+  last().open(); last().recv({ type: "ready", epoch: "E", seq: 45 });
+  last().recv({ type: "event", seq: 41, payload: {} });
+  assert.deepEqual(ev.events, [41]); assert.equal(c.lastSeq, 41);
+  c.close();
+});
+
 test("old server: no seq, no epoch, no since", async () => {
   FakeWS.all = [];
   const { c, ev } = mk();
