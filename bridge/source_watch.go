@@ -79,10 +79,11 @@ func (w *sourceWatch) run(ctx context.Context) {
 }
 
 // check looks at the partition stream's source once and restarts it when
-// it stalled (silence) while the source stream has a leader. Errors are left to the next tick: without a partition stream
-// leader there is nothing to step down (its election restarts the copying
-// anyway), and without a source leader a new partition stream leader could
-// not copy either — its failed attempt would only make the server back off.
+// it stalled (silence) while the source stream has a leader. Errors are
+// left to the next tick: without a partition stream leader there is
+// nothing to step down (its election restarts the copying anyway), and
+// without a source leader a new partition stream leader could not copy
+// either — its failed attempt would only make the server back off.
 func (w *sourceWatch) check(ctx context.Context, now time.Time) {
 	opCtx, cancel := context.WithTimeout(ctx, 2*sourceWatchEvery)
 	defer cancel()
