@@ -23,6 +23,17 @@ if ! command -v redis-server >/dev/null; then
     exit 1
   fi
 fi
+# The reference browser client's unit tests (cmd/dws/app/static) run on
+# node's built-in test runner.
+if ! command -v node >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "services: installing nodejs"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs) >/dev/null
+  else
+    echo "services: node is not installed: install it (Debian: apt-get install nodejs)" >&2
+    exit 1
+  fi
+fi
 if ! up 6379; then
   echo "services: starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null

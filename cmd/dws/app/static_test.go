@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -108,5 +109,23 @@ func TestStatic_DevBannerLinksTheDemo(t *testing.T) {
 	if !strings.HasPrefix(ws, "ws://") || !strings.Contains(ws, "/ws/demo/agent1?") ||
 		!strings.Contains(ws, "token=") || !strings.Contains(ws, "x-api-key=") {
 		t.Errorf("ws parameter %q is not the user URL with credentials", ws)
+	}
+}
+
+// The reference client's own unit tests (close codes, a new epoch, the
+// ready frame's position as the first since, resync, an old server,
+// backoff) run on node's built-in runner; make test installs node
+// (scripts/services.sh).
+func TestStatic_ClientUnitTests(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Fatal("node not found: install it (Debian: apt-get install nodejs) to test the reference client")
+	}
+	out, err := exec.Command(node, "--test", "static/dws-client.test.mjs").CombinedOutput()
+	if err != nil {
+		t.Fatalf("node --test static/dws-client.test.mjs: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "# fail 0") {
+		t.Fatalf("node test output without '# fail 0':\n%s", out)
 	}
 }
