@@ -53,6 +53,10 @@ type Options struct {
 	// (session.RedisPartitionLeases across a fleet); nil is a single pod
 	// that owns every partition (in-memory leases).
 	Leases session.PartitionLeases
+	// EmbeddedServer says Conn reaches a NATS server embedded in this
+	// process: the derived partition stream is then created in memory
+	// (PartitionLayout.Memory).
+	EmbeddedServer bool
 	// SkipVersionCheck lets tests that know their server skip
 	// CheckServerVersion; never set it in production.
 	SkipVersionCheck bool
@@ -137,7 +141,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bridge: stream %q: %w", b.o.NATS.Stream, err)
 	}
-	b.layout = PartitionLayout{Source: b.o.NATS.Stream, Consumer: b.o.NATS.Consumer, Partitions: b.o.NATS.Partitions}
+	b.layout = PartitionLayout{Source: b.o.NATS.Stream, Consumer: b.o.NATS.Consumer, Partitions: b.o.NATS.Partitions, Memory: b.o.EmbeddedServer}
 	part, err := EnsurePartitionStream(sctx, b.js, b.layout, info)
 	if err != nil {
 		return fmt.Errorf("bridge: %w", err)

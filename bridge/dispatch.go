@@ -393,7 +393,10 @@ func (j *job) settle() {
 	case j.out == outNoRoute:
 		d.ackNoRoute.Inc()
 		d.dropNoRoute.Inc()
-		logx.From(j.ctx).Debug("no pod holds the route", "subject", j.subject)
+		// Every event nobody is connected for passes here: DebugContext on
+		// the base logger costs nothing when debug is off, where From
+		// would build a logger per event (the handler adds request_id).
+		logx.L().DebugContext(j.ctx, "no pod holds the route", "subject", j.subject)
 		err = j.msg.Ack()
 	case j.skipped.Load() > 0:
 		d.ackSkipped.Inc()

@@ -67,6 +67,9 @@ func newJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 func testNATS() config.NATS {
 	c := config.Defaults().NATS
 	c.NakDelay = 100 * time.Millisecond
+	// A random port: the default (14222) is taken whenever a `make run`
+	// pod is up on this machine.
+	c.EmbeddedPort = -1
 	return c
 }
 

@@ -62,6 +62,15 @@ type PartitionLayout struct {
 	Source     string // nats.stream
 	Consumer   string // nats.consumer: partition consumers are {Consumer}_p{P}
 	Partitions int
+	// Memory keeps a newly created derived stream, and the partition
+	// consumers' state, in memory instead of following the source's
+	// storage. Set it only when the NATS server is
+	// embedded in this pod: the copy then lives and dies with the pod, and
+	// a restart creates it anew at the present, as on first start. On a
+	// shared server a memory copy would be lost, or re-sourced from its
+	// creation time, by a server restart the pods outlive. It saves the
+	// file store's per-event write and per-ack block churn (issue 10).
+	Memory bool
 }
 
 // Stream is the derived stream's name. The partition count is part of it:
@@ -132,7 +141,8 @@ const derivedMaxAge = streamMaxAge
 // absent. A new derived stream starts at the present (deliver-new: a
 // gateway pushes live events; resume reads the source stream itself), so
 // events published before the first pod of this layout started are not
-// pushed. Storage and replicas follow the source stream.
+// pushed. Storage and replicas follow the source stream, except that
+// l.Memory puts a new copy in memory.
 func EnsurePartitionStream(ctx context.Context, js jetstream.JetStream, l PartitionLayout, source *jetstream.StreamInfo) (jetstream.Stream, error) {
 	s, err := js.Stream(ctx, l.Stream())
 	if err == nil {
@@ -142,13 +152,17 @@ func EnsurePartitionStream(ctx context.Context, js jetstream.JetStream, l Partit
 		return nil, fmt.Errorf("stream %q: %w", l.Stream(), err)
 	}
 	now := time.Now()
+	storage := source.Config.Storage
+	if l.Memory {
+		storage = jetstream.MemoryStorage
+	}
 	cfg := jetstream.StreamConfig{
 		Name:        l.Stream(),
 		Description: fmt.Sprintf("dws: %s split into %d partitions by company and agent (created by dws)", l.Source, l.Partitions),
 		Retention:   jetstream.WorkQueuePolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      derivedMaxAge,
-		Storage:     source.Config.Storage,
+		Storage:     storage,
 		Replicas:    source.Config.Replicas,
 		Sources: []*jetstream.StreamSource{{
 			Name:              l.Source,
@@ -170,6 +184,12 @@ func EnsurePartitionStream(ctx context.Context, js jetstream.JetStream, l Partit
 // PartitionConsumerConfig is partition p's durable pull consumer: explicit
 // acks, everything still in the work queue (so after a crash the new owner
 // starts at the oldest unacked event).
+//
+// With l.Memory (embedded server) its state is kept in memory too: 64
+// consumers rewriting their state files cost the embedded server ~6 % of
+// the pod's CPU at saturation (issue 10). Not on a shared server: there a
+// server restart that the pods outlive would drop memory consumers, and
+// their partitions would stall until the next takeover.
 func (l PartitionLayout) PartitionConsumerConfig(p int, ackWait time.Duration, maxAckPending int) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       l.ConsumerName(p),
@@ -179,6 +199,7 @@ func (l PartitionLayout) PartitionConsumerConfig(p int, ackWait time.Duration, m
 		AckWait:       ackWait,
 		MaxAckPending: maxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MemoryStorage: l.Memory,
 	}
 }
 

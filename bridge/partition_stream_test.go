@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dws-gateway/dws/internal/config"
 )
@@ -113,8 +114,26 @@ func TestOriginSeq(t *testing.T) {
 // exactly one partition with its source seq, every (company, agent) in one
 // partition in publish order, and events published before the derived
 // stream existed are not pushed (deliver-new).
+// The split holds whichever storage the copy uses: the source's (a shared
+// server) or memory (an embedded server, PartitionLayout.Memory).
 func TestPartitionStream_SplitsByCompanyAgentInOrder(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		memory      bool
+		wantStorage jetstream.StorageType
+	}{
+		{"source storage", false, jetstream.FileStorage},
+		{"memory", true, jetstream.MemoryStorage},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testPartitionSplit(t, tc.memory, tc.wantStorage)
+		})
+	}
+}
+
+func testPartitionSplit(t *testing.T, memory bool, wantStorage jetstream.StorageType) {
 	_, url := startNATS(t)
 	js := newJS(t, connect(t, url))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -130,9 +149,13 @@ func TestPartitionStream_SplitsByCompanyAgentInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := PartitionLayout{Source: "wa_stream", Consumer: "ws_fanout", Partitions: 8}
-	if _, err := EnsurePartitionStream(ctx, js, l, info); err != nil {
+	l := PartitionLayout{Source: "wa_stream", Consumer: "ws_fanout", Partitions: 8, Memory: memory}
+	ps, err := EnsurePartitionStream(ctx, js, l, info)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if got := ps.CachedInfo().Config.Storage; got != wantStorage {
+		t.Fatalf("derived stream storage %v, want %v", got, wantStorage)
 	}
 	if _, err := EnsurePartitionStream(ctx, js, l, info); err != nil {
 		t.Fatalf("second ensure must reuse the stream: %v", err)
@@ -181,6 +204,9 @@ func TestPartitionStream_SplitsByCompanyAgentInOrder(t *testing.T) {
 		cons, err := js.CreateOrUpdateConsumer(ctx, l.Stream(), l.PartitionConsumerConfig(p, 30*time.Second, 1000))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if got := cons.CachedInfo().Config.MemoryStorage; got != memory {
+			t.Fatalf("partition consumer memory state %v, want %v", got, memory)
 		}
 		var last uint64
 		lastOf := map[string]uint64{}

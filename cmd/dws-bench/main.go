@@ -23,14 +23,15 @@ import (
 // scenarios are the subcommands that run. A scenario not built yet is
 // listed in planned and refused (exit 2) rather than stubbed.
 var scenarios = map[string]func(ctx context.Context, args []string, stdout, stderr io.Writer) int{
-	"connect": runConnect,
-	"fanout":  runFanout,
-	"slow":    runSlow,
-	"soak":    runSoak,
-	"cluster": runCluster,
-	"ab":      runAB,
-	"floor":   runFloor,
-	"resume":  runResume,
+	"connect":  runConnect,
+	"fanout":   runFanout,
+	"slow":     runSlow,
+	"soak":     runSoak,
+	"cluster":  runCluster,
+	"ab":       runAB,
+	"floor":    runFloor,
+	"resume":   runResume,
+	"pipeline": runPipeline,
 }
 
 var planned []string
@@ -61,6 +62,8 @@ scenarios:
   resume    N sockets, steady publishing; a share drops, stays away, and
             reconnects at once with since/epoch (SPEC §5a): catch-up p50/p99,
             lost/duplicated events, untouched sockets' live p99 in the storm
+  pipeline  pod CPU per event with no socket attached (broker, consumer,
+            dispatcher), one binary or two in alternation (--a, --b)
   ab        two dws binaries (--a, --b) in alternation on one fanout
             workload: per-binary medians of frames/s, p50, p99, server CPU
             per frame, and the B/A ratios

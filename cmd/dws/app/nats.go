@@ -121,6 +121,8 @@ func (a *App) startEvents(context.Context) error {
 		Local:         a.Server,
 		Metrics:       a.Metrics,
 		Security:      security(cfg.GRPC),
+		// The embedded server lives and dies with this pod.
+		EmbeddedServer: ev.embedded != nil,
 	})
 	if err != nil {
 		return err
