@@ -10,6 +10,7 @@ package session
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/dws-gateway/dws/codec"
@@ -59,11 +60,26 @@ type Identity struct {
 // have no ':', which the reactor's path check guarantees. Nothing splits
 // the suffix; it is used verbatim in keys and channel names, never in a
 // glob pattern.
+//
+// An admin id is escaped (':' → "/c", '/' → "/s"; ids without either are
+// unchanged), or admin "x:y" would share "admin:x:y" with user y of agent
+// x in a company named "admin", and each would close the other's socket.
+// Escaped, an admin suffix holds exactly one ':', a user suffix at least
+// two.
 func (id *Identity) SessionKey() string {
 	if id.Kind == KindAdmin {
-		return "admin:" + id.AdminID
+		return "admin:" + escapeAdminID(id.AdminID)
 	}
 	return id.CompanyID + ":" + id.AgentID + ":" + id.UserID
+}
+
+var adminIDEscaper = strings.NewReplacer("/", "/s", ":", "/c")
+
+func escapeAdminID(id string) string {
+	if !strings.ContainsAny(id, ":/") {
+		return id // the common case: no allocation, the key as before
+	}
+	return adminIDEscaper.Replace(id)
 }
 
 // Auth failure reasons: the Details of an InvalidToken error and the
