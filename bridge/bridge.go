@@ -200,7 +200,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 		// server restarts its sources itself when it comes back.
 		w := &sourceWatch{nc: b.o.Conn, js: b.js, layout: b.layout, active: func() bool {
 			return slices.Contains(b.owner.Owned(), 0)
-		}}
+		}, restarts: b.o.Metrics.PartitionSourceRestarts}
 		safego.Go(runCtx, "bridge.source_watch", w.run)
 	}
 	b.started = true

@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dws-gateway/dws/internal/logx"
 )
@@ -55,6 +56,10 @@ type sourceWatch struct {
 	// active reports whether this pod is the watcher now: the owner of
 	// partition 0, so a fleet sends one step-down, not one per pod.
 	active func() bool
+
+	// restarts counts step-downs by result (stepped_down, refused); nil
+	// in tests that only look at the timing.
+	restarts *prometheus.CounterVec
 
 	unheardSince time.Time // when a leader that had not heard from the source was first seen
 	nextRestart  time.Time // no restart before
@@ -104,12 +109,20 @@ func (w *sourceWatch) check(ctx context.Context, now time.Time) {
 	}
 	w.restarted(now)
 	if err := stepDown(opCtx, w.nc, w.layout.Stream()); err != nil {
+		w.count("refused")
 		logx.From(ctx).Warn("partition stream copy stalled; leader step-down refused", "stream", w.layout.Stream(),
 			"silent", silent.String(), "err", err.Error())
 		return
 	}
+	w.count("stepped_down")
 	logx.From(ctx).Warn("partition stream copy stalled; its leader stepped down to restart it", "stream", w.layout.Stream(),
 		"source", w.layout.Source, "silent", silent.String())
+}
+
+func (w *sourceWatch) count(result string) {
+	if w.restarts != nil {
+		w.restarts.WithLabelValues(result).Inc()
+	}
 }
 
 // silence is how long the partition stream's leader has not heard from

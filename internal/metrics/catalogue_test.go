@@ -86,6 +86,7 @@ var catalogue = []declared{
 	{"dws_partition_ownership_changes_total", counter, []string{"reason"}, nil, ""},
 	{"dws_partition_takeover_seconds", histogram, nil, latencyBuckets, ""},
 	{"dws_partition_takeover_pending_total", counter, nil, nil, ""},
+	{"dws_partition_source_restarts_total", counter, []string{"result"}, nil, ""},
 	{"dws_resumes_total", counter, []string{"result"}, nil, ""},
 	{"dws_resume_events_total", counter, nil, nil, ""},
 	{"dws_resume_duration_seconds", histogram, nil, resumeBuckets, ""},

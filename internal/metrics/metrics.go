@@ -61,6 +61,7 @@ type Metrics struct {
 	PartitionChanges         *prometheus.CounterVec // reason=acquired|rebalanced|lost|store_unreachable|drained
 	PartitionTakeover        prometheus.Histogram   // consumer recreate on acquire
 	PartitionTakeoverPending prometheus.Counter     // unacked events a previous owner left
+	PartitionSourceRestarts  *prometheus.CounterVec // result=stepped_down|refused
 
 	// Resume after reconnect (SPEC §5a).
 	Resumes        *prometheus.CounterVec // result=replayed|too_old|epoch_changed|too_many|failed
@@ -109,6 +110,7 @@ func New() *Metrics {
 	m.PartitionChanges = f.counterVec("partition_ownership_changes_total", "Partitions this pod started or stopped consuming, by reason.", "reason")
 	m.PartitionTakeover = f.hist("partition_takeover_seconds", "Time from acquiring a partition to consuming it (consumer recreated at the oldest unacked event).", fastBuckets)
 	m.PartitionTakeoverPending = f.counter("partition_takeover_pending_total", "Events a previous owner had pulled and not acked when this pod took their partition over.")
+	m.PartitionSourceRestarts = f.counterVec("partition_source_restarts_total", "Stalled copies of nats.stream into the partition stream restarted by a leader step-down (JetStream cluster), by result.", "result")
 	m.Resumes = f.counterVec("resumes_total", "Resume replays by result: replayed, or the resync reason (too_old, epoch_changed, too_many), or failed.", "result")
 	m.ResumeEvents = f.counter("resume_events_total", "Events replayed to resuming sockets.")
 	m.ResumeDuration = f.hist("resume_duration_seconds", "Resume replays from slot acquired to done.", ResumeBuckets)
