@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -73,21 +74,44 @@ func TestFleet_Cluster_RacingConnectsRoutesPartitions(t *testing.T) {
 		t.Fatalf("pods after a crash: %v %v", got, err)
 	}
 
+	// Every partition script and the pipelined heartbeat on the cluster.
 	leases := NewRedisPartitionLeases(c, prefix, "wa")
-	for p := range 8 {
-		if ok, err := leases.Acquire(ctx, p, "pod-0", time.Minute); !ok || err != nil {
-			t.Fatalf("acquire %d: %v %v", p, ok, err)
+	for _, b := range []struct {
+		pod            string
+		check, checked bool // asked for a check; got one
+		live           int
+	}{
+		{"pod-0", true, true, 1},   // the checking script
+		{"pod-0", false, false, 1}, // the pipelined beat
+		{"pod-1", false, true, 2},  // a first beat finds no membership: checked
+	} {
+		pulse, err := leases.Heartbeat(ctx, Beat{Pod: b.pod, TTL: time.Minute, Check: b.check})
+		if err != nil || pulse.Checked != b.checked || len(pulse.Live) != b.live {
+			t.Fatalf("heartbeat %+v: %+v %v", b, pulse, err)
 		}
 	}
-	held, err := leases.Refresh(ctx, []int{0, 1, 2, 3, 4, 5, 6, 7}, "pod-0", time.Minute)
-	if err != nil || len(held) != 8 || !held[7] {
-		t.Fatalf("refresh: %v %v", held, err)
+	got8, err := leases.Acquire(ctx, []int{0, 1, 2, 3, 4, 5, 6, 7}, "pod-0")
+	if err != nil || !slices.Equal(got8, slices.Repeat([]bool{true}, 8)) {
+		t.Fatalf("acquire: %v %v", got8, err)
+	}
+	if got, err := leases.Acquire(ctx, []int{7}, "pod-1"); err != nil || got[0] {
+		t.Fatalf("pod-1 took pod-0's lease: %v %v", got, err)
+	}
+	pulse, err := leases.Heartbeat(ctx, Beat{Pod: "pod-0", TTL: time.Minute, Owned: []int{0, 1, 2, 3, 4, 5, 6, 7}, Check: true})
+	if err != nil || !slices.Equal(pulse.Held, got8) {
+		t.Fatalf("check: %+v %v", pulse, err)
 	}
 	if err := leases.Release(ctx, []int{0, 1}, "pod-0"); err != nil {
 		t.Fatal(err)
 	}
 	if o, _ := leases.Owner(ctx, 0); o != "" {
 		t.Fatalf("released lease still names %q", o)
+	}
+	if err := leases.Leave(ctx, "pod-0", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := leases.Owner(ctx, 7); o != "pod-0" {
+		t.Fatalf("a leaving pod's lease names %q, want pod-0 until released", o)
 	}
 }
 

@@ -58,6 +58,24 @@ func (k keyspace) route(r Route) string {
 	}
 }
 
+// partitions is the key base of one partition group (the pods consuming
+// one partitioned stream; the group is the stream's name): every key of
+// the group carries the hash tag {partitions:G}, so the scripts that
+// touch several of them run on Redis Cluster too (one slot per group).
+// The keys (docs/redis-keys.md):
+//   - members: sorted set, pod id → expiry of its membership, Unix ms on
+//     Redis's clock;
+//   - owners: hash, partition → the pod holding its lease, which counts
+//     only while that pod is a member or leaving;
+//   - leaving: sorted set, pod id → expiry, of pods draining (no longer
+//     assigned partitions, their leases still good until released).
+type partitionKeys struct{ members, owners, leaving string }
+
+func (k keyspace) partitions(group string) partitionKeys {
+	base := k.prefix + "{partitions:" + group + "}:"
+	return partitionKeys{members: base + "members", owners: base + "owners", leaving: base + "leaving"}
+}
+
 // killChannel is where a newcomer tells the holder of a session to let go
 // (SPEC §4): "session_kill:" + the same suffix as the lock key.
 func (k keyspace) killChannel(suffix string) string {

@@ -36,7 +36,7 @@ type PartitionOwnerOptions struct {
 	// Partitions is nats.partitions.
 	Partitions int
 	// Failover is nats.failover: a dead pod's partitions are taken over
-	// well within it (the lease lives 2/5 of it, see leaseTTL).
+	// well within it (see NewPartitionOwner for the timings).
 	Failover time.Duration
 	// Start begins consuming partition p. Called on the owner's goroutine
 	// after the lease is held; it must not block for long.
@@ -57,39 +57,58 @@ type PartitionOwnerOptions struct {
 }
 
 // PartitionOwner keeps this pod's share of the partitions (SPEC §5): every
-// tick it heartbeats its membership, computes the assignment over the live
-// members (AssignPartitions), refreshes the leases it holds, hands over
-// those that now belong elsewhere and acquires those assigned to it once
-// their previous holder released them or its lease lapsed.
+// tick it heartbeats its membership (which keeps its leases), computes the
+// assignment over the live members (AssignPartitions), hands over the
+// partitions that now belong elsewhere and acquires those assigned to it
+// once their previous holder released them or stopped being live.
 type PartitionOwner struct {
-	store PartitionLeases
-	opts  PartitionOwnerOptions
-	ttl   time.Duration
-	tick  time.Duration
+	store      PartitionLeases
+	opts       PartitionOwnerOptions
+	ttl        time.Duration // membership, and so lease, lifetime
+	tick       time.Duration
+	fenceAfter time.Duration
 
-	step     sync.Mutex // one step or drain at a time
-	owned    []int      // guarded by step; copied into view
-	lastOK   time.Time  // last successful refresh, guarded by step
-	draining bool       // guarded by step
+	step      sync.Mutex // one step or drain at a time
+	owned     []int      // guarded by step; copied into view
+	lastOK    time.Time  // when the last successful heartbeat was sent, guarded by step
+	lastCheck time.Time  // when the leases were last checked, guarded by step
+	needCheck bool       // the next heartbeat checks the leases, guarded by step
+	draining  bool       // guarded by step
 
 	viewMu sync.RWMutex
 	view   []int
 	live   []string
 }
 
+// partitionCheckEvery is how often a pod has its leases checked although
+// its membership never lapsed: the safety net for state a promoted
+// replica lost (its last writes) and the recalibration of serverClock.
+// The check costs ~8 commands, so at 100 pods it adds ~13 commands/s.
+const partitionCheckEvery = time.Minute
+
 // NewPartitionOwner returns an owner; Run starts it.
+//
+// Timings from F = nats.failover (5 s by default): the membership, and so
+// every lease of the pod, lives F/2 after each heartbeat (2.5 s); the pod
+// heartbeats every F/6 (833 ms), three beats per lifetime. A dead pod's
+// membership thus lapses at most F/2 after its last beat and the pod its
+// partitions are assigned to sees that within a tick: taken over within
+// 2F/3 (3.3 s), leaving F/3 for the consumer's start and the redelivery of
+// what the dead pod had pulled. A pod that cannot heartbeat stops
+// consuming 0.3 F (1.5 s) after its last successful beat was sent, F/5
+// (1 s) before its leases can lapse (fencing).
 func NewPartitionOwner(store PartitionLeases, opts PartitionOwnerOptions) *PartitionOwner {
 	if opts.Failover <= 0 {
 		opts.Failover = 5 * time.Second
 	}
-	ttl := opts.Failover * 2 / 5
-	return &PartitionOwner{store: store, opts: opts, ttl: ttl, tick: ttl / 4}
+	f := opts.Failover
+	return &PartitionOwner{store: store, opts: opts, ttl: f / 2, tick: f / 6, fenceAfter: f * 3 / 10, needCheck: true}
 }
 
-// LeaseTTL is how long a partition lease (and a membership heartbeat)
-// lives: 2/5 of the failover budget, leaving the rest for the new owner's
-// first tick, its consumer start and the redelivery of what the dead pod
-// had pulled.
+// LeaseTTL is how long a membership heartbeat, and with it each lease of
+// the pod, lives: half the failover budget, leaving the rest for the new
+// owner's first tick, its consumer start and the redelivery of what the
+// dead pod had pulled.
 func (o *PartitionOwner) LeaseTTL() time.Duration { return o.ttl }
 
 // Owned returns the partitions this pod consumes now, sorted.
@@ -107,10 +126,11 @@ func (o *PartitionOwner) Members() []string {
 }
 
 // Run takes the first step at once, then one every tick until ctx ends;
-// then it stops every partition it still owns and releases them.
+// then it stops every partition it still owns and releases them. While
+// heartbeats fail it wakes at the fencing deadline too, so a pod cut off
+// stops consuming in time whatever the tick.
 func (o *PartitionOwner) Run(ctx context.Context) {
-	o.Step(ctx)
-	t := time.NewTicker(o.tick)
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
@@ -118,9 +138,36 @@ func (o *PartitionOwner) Run(ctx context.Context) {
 			o.giveUpAll(PartitionDrained)
 			return
 		case <-t.C:
-			o.Step(ctx)
+		}
+		start := time.Now()
+		o.Step(ctx)
+		t.Reset(o.nextWait(start, time.Now()))
+	}
+}
+
+// nextWait is the time from now to the next step: a tick after the last
+// one started, or the fencing deadline if that comes first.
+func (o *PartitionOwner) nextWait(last, now time.Time) time.Duration {
+	o.step.Lock()
+	defer o.step.Unlock()
+	next := last.Add(o.tick)
+	if fence := o.lastOK.Add(o.fenceAfter); len(o.owned) > 0 && fence.After(now) && fence.Before(next) {
+		next = fence
+	}
+	return max(next.Sub(now), 0)
+}
+
+// opDeadline bounds one step's calls: a tick, but a failing call must
+// return by the fencing deadline while this pod owns partitions.
+func (o *PartitionOwner) opDeadline(now time.Time) time.Time {
+	d := now.Add(o.tick)
+	if fence := o.lastOK.Add(o.fenceAfter); len(o.owned) > 0 && fence.Before(d) {
+		d = fence
+		if floor := now.Add(o.tick / 4); d.Before(floor) {
+			d = floor // a last try when the step itself came late
 		}
 	}
+	return d
 }
 
 // StartLoop runs the owner on its own goroutine until ctx ends.
@@ -141,26 +188,26 @@ func (o *PartitionOwner) Step(ctx context.Context) {
 			return
 		}
 	}
-	opCtx, cancel := context.WithTimeout(ctx, o.tick)
+	sent := time.Now()
+	opCtx, cancel := context.WithDeadline(ctx, o.opDeadline(sent))
 	defer cancel()
 
-	live, err := o.store.Heartbeat(opCtx, o.opts.PodID, o.ttl)
+	check := o.needCheck || sent.Sub(o.lastCheck) >= partitionCheckEvery
+	pulse, err := o.store.Heartbeat(opCtx, Beat{Pod: o.opts.PodID, TTL: o.ttl, Owned: o.owned, Check: check})
 	if err != nil {
-		o.fence(ctx, err)
+		o.fence(ctx, err) // the beat may have run: the next one checks
 		return
 	}
-	held, err := o.store.Refresh(opCtx, o.owned, o.opts.PodID, o.ttl)
-	if err != nil {
-		o.fence(ctx, err)
-		return
+	o.lastOK = sent
+	if pulse.Checked {
+		o.lastCheck, o.needCheck = sent, false
 	}
-	o.lastOK = time.Now()
-	desired := AssignPartitions(o.opts.Partitions, live)
+	desired := AssignPartitions(o.opts.Partitions, pulse.Live)
 
 	var keep, handOver []int
 	for i, p := range o.owned {
 		switch {
-		case !held[i]:
+		case pulse.Checked && !pulse.Held[i]:
 			o.stop(p, PartitionLost)
 		case desired[p] != o.opts.PodID:
 			handOver = append(handOver, p)
@@ -173,36 +220,47 @@ func (o *PartitionOwner) Step(ctx context.Context) {
 	}
 	if len(handOver) > 0 {
 		if err := o.store.Release(opCtx, handOver, o.opts.PodID); err != nil {
-			// The leases lapse by themselves within ttl.
+			// Leases do not lapse while this pod lives: the next
+			// heartbeat checks, which releases what is not owned.
+			o.needCheck = true
 			logx.L().Warn("partition release failed", "err", err.Error(), "partitions", handOver)
 		}
 	}
+	var want []int
 	for p, owner := range desired {
-		if owner != o.opts.PodID || slices.Contains(keep, p) {
-			continue
+		if owner == o.opts.PodID && !slices.Contains(keep, p) {
+			want = append(want, p)
 		}
-		ok, err := o.store.Acquire(opCtx, p, o.opts.PodID, o.ttl)
+	}
+	if len(want) > 0 {
+		got, err := o.store.Acquire(opCtx, want, o.opts.PodID)
 		if err != nil {
-			break // next tick
+			o.needCheck = true // a lost reply may have taken some: checked next tick
 		}
-		if ok {
-			keep = append(keep, p)
-			if o.opts.Start != nil {
-				o.opts.Start(p)
+		for i, p := range want {
+			if i < len(got) && got[i] {
+				keep = append(keep, p)
+				if o.opts.Start != nil {
+					o.opts.Start(p)
+				}
+				o.changed(p, true, PartitionAcquired)
 			}
-			o.changed(p, true, PartitionAcquired)
 		}
 	}
 	slices.Sort(keep)
 	o.owned = keep
-	o.publish(live)
+	o.publish(pulse.Live)
 }
 
-// fence stops consuming everything once half a lease has passed without a
-// refresh: well before the leases lapse and another pod may take them, with
-// a margin for late ticks on a loaded machine.
+// fence stops consuming everything once fenceAfter has passed since the
+// last successful heartbeat was sent: before the membership, and with it
+// the leases, can lapse and another pod may take them, with a margin for
+// the stops themselves.
 func (o *PartitionOwner) fence(ctx context.Context, err error) {
-	if ctx.Err() != nil || len(o.owned) == 0 || time.Since(o.lastOK) < o.ttl/2 {
+	// Leases this pod stops consuming still name it: the next heartbeat
+	// checks, which releases them (the membership may not lapse at all).
+	o.needCheck = true
+	if ctx.Err() != nil || len(o.owned) == 0 || time.Since(o.lastOK) < o.fenceAfter {
 		return
 	}
 	logx.L().Warn("partition leases not refreshed in time; consumption stopped until this pod is healthy and the store answers",
@@ -221,19 +279,24 @@ func (o *PartitionOwner) Drain(ctx context.Context) error {
 	o.step.Lock()
 	defer o.step.Unlock()
 	o.draining = true
-	errLeave := o.store.Leave(ctx, o.opts.PodID)
+	errLeave := o.store.Leave(ctx, o.opts.PodID, o.ttl)
 	owned := o.owned
 	for _, p := range owned {
 		o.stop(p, PartitionDrained)
 	}
 	o.owned = nil
 	o.publish(nil)
-	return errors.Join(errLeave, o.store.Release(ctx, owned, o.opts.PodID))
+	// Released (or, failing that, gone from leaving, which frees them too):
+	// nothing of this pod is left in the store.
+	return errors.Join(errLeave, o.store.Release(ctx, owned, o.opts.PodID), o.store.Leave(ctx, o.opts.PodID, 0))
 }
 
 func (o *PartitionOwner) giveUpAll(reason string) {
 	o.step.Lock()
 	defer o.step.Unlock()
+	if o.draining {
+		return // Drain handed everything over
+	}
 	o.draining = true
 	owned := o.owned
 	for _, p := range owned {
@@ -243,8 +306,8 @@ func (o *PartitionOwner) giveUpAll(reason string) {
 	o.publish(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = o.store.Leave(ctx, o.opts.PodID)
 	_ = o.store.Release(ctx, owned, o.opts.PodID)
+	_ = o.store.Leave(ctx, o.opts.PodID, 0)
 }
 
 func (o *PartitionOwner) stop(p int, reason string) {

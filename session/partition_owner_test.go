@@ -3,87 +3,11 @@ package session
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 )
-
-// leaseStores runs a test against both implementations; the Redis one on
-// the machine's Redis under a fresh prefix.
-func leaseStores(t *testing.T) map[string]func() PartitionLeases {
-	return map[string]func() PartitionLeases{
-		"memory": func() PartitionLeases { return NewMemoryPartitionLeases() },
-		"redis": func() PartitionLeases {
-			c := sharedRedis(t)
-			return NewRedisPartitionLeases(c, testPrefix(t, c), "wa_stream_dws_p64")
-		},
-	}
-}
-
-func TestPartitionLeases_AcquireRefreshRelease(t *testing.T) {
-	t.Parallel()
-	for name, mk := range leaseStores(t) {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			s, ctx := mk(), context.Background()
-			ttl := 300 * time.Millisecond
-			steps := []struct {
-				what string
-				got  func() (bool, error)
-				want bool
-			}{
-				{"a takes free p1", func() (bool, error) { return s.Acquire(ctx, 1, "a", ttl) }, true},
-				{"a takes p1 again", func() (bool, error) { return s.Acquire(ctx, 1, "a", ttl) }, true},
-				{"b cannot take a's p1", func() (bool, error) { return s.Acquire(ctx, 1, "b", ttl) }, false},
-				{"b release of a's p1 is a no-op", func() (bool, error) {
-					err := s.Release(ctx, []int{1}, "b")
-					ok, _ := s.Acquire(ctx, 1, "b", ttl)
-					return ok, err
-				}, false},
-				{"a refreshes p1, not p2", func() (bool, error) {
-					held, err := s.Refresh(ctx, []int{1, 2}, "a", ttl)
-					return len(held) == 2 && held[0] && !held[1], err
-				}, true},
-				{"after a releases, b takes p1", func() (bool, error) {
-					if err := s.Release(ctx, []int{1}, "a"); err != nil {
-						return false, err
-					}
-					return s.Acquire(ctx, 1, "b", ttl)
-				}, true},
-				{"b's lapsed lease goes to a", func() (bool, error) {
-					time.Sleep(ttl + 100*time.Millisecond)
-					return s.Acquire(ctx, 1, "a", ttl)
-				}, true},
-			}
-			for _, st := range steps {
-				got, err := st.got()
-				if err != nil || got != st.want {
-					t.Fatalf("%s: got %v, %v; want %v", st.what, got, err, st.want)
-				}
-			}
-
-			live, err := s.Heartbeat(ctx, "b", ttl)
-			if err == nil {
-				live, err = s.Heartbeat(ctx, "a", ttl)
-			}
-			if err != nil || fmt.Sprint(live) != "[a b]" {
-				t.Fatalf("members %v, %v; want [a b]", live, err)
-			}
-			if err := s.Leave(ctx, "b"); err != nil {
-				t.Fatal(err)
-			}
-			if live, _ = s.Heartbeat(ctx, "a", ttl); fmt.Sprint(live) != "[a]" {
-				t.Fatalf("after b left: %v", live)
-			}
-			time.Sleep(ttl + 100*time.Millisecond)
-			if live, _ = s.Heartbeat(ctx, "c", ttl); fmt.Sprint(live) != "[c]" {
-				t.Fatalf("a lapsed, c alone: %v", live)
-			}
-		})
-	}
-}
 
 // ownerRig is n owners over one store, recording who consumes what, and
 // failing the test when two pods consume one partition at once.
@@ -227,18 +151,18 @@ func (f *failingLeases) err() error {
 	return nil
 }
 
-func (f *failingLeases) Heartbeat(ctx context.Context, pod string, ttl time.Duration) ([]string, error) {
+func (f *failingLeases) Heartbeat(ctx context.Context, b Beat) (Pulse, error) {
 	if err := f.err(); err != nil {
-		return nil, err
+		return Pulse{}, err
 	}
-	return f.MemoryPartitionLeases.Heartbeat(ctx, pod, ttl)
+	return f.MemoryPartitionLeases.Heartbeat(ctx, b)
 }
 
-func (f *failingLeases) Refresh(ctx context.Context, ps []int, pod string, ttl time.Duration) ([]bool, error) {
+func (f *failingLeases) Acquire(ctx context.Context, ps []int, pod string) ([]bool, error) {
 	if err := f.err(); err != nil {
 		return nil, err
 	}
-	return f.MemoryPartitionLeases.Refresh(ctx, ps, pod, ttl)
+	return f.MemoryPartitionLeases.Acquire(ctx, ps, pod)
 }
 
 // TestPartitionOwner_StoreDown_StopsBeforeLeaseLapses: a pod that cannot
@@ -297,6 +221,43 @@ func TestPartitionOwner_BalancedOver1_2_3_5Pods(t *testing.T) {
 			}
 			r := newOwnerRig(t, NewMemoryPartitionLeases(), time.Second, ids...)
 			r.waitBalanced(5*time.Second, ids...)
+		})
+	}
+}
+
+// The owner wakes, and its calls give up, by the fencing deadline while
+// it owns partitions and its heartbeats fail; otherwise it keeps its tick.
+func TestPartitionOwner_WakesAndGivesUpByTheFencingDeadline(t *testing.T) {
+	t.Parallel()
+	o := NewPartitionOwner(NewMemoryPartitionLeases(), PartitionOwnerOptions{PodID: "a", Partitions: 8, Failover: 6 * time.Second})
+	// tick 1 s, fencing 1.8 s after the last successful beat was sent.
+	now := time.Now()
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	tests := []struct {
+		name         string
+		owned        bool
+		lastOK, last time.Duration // before now
+		wait, op     time.Duration // next wake, the step's call deadline, from now
+	}{
+		{"nothing owned: the tick", false, ms(1500), ms(200), ms(800), ms(1000)},
+		{"fresh beat: the tick", true, ms(200), ms(200), ms(800), ms(1000)},
+		{"fencing comes before the tick", true, ms(1500), ms(200), ms(300), ms(300)},
+		{"fencing passed: the tick, a short last try", true, ms(2500), ms(200), ms(800), ms(250)},
+		{"step ran late: at once", true, ms(200), ms(1500), 0, ms(1000)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o.owned = nil
+			if tt.owned {
+				o.owned = []int{1}
+			}
+			o.lastOK = now.Add(-tt.lastOK)
+			if got := o.nextWait(now.Add(-tt.last), now); got != tt.wait {
+				t.Errorf("next wake in %v, want %v", got, tt.wait)
+			}
+			if got := o.opDeadline(now).Sub(now); got != tt.op {
+				t.Errorf("call deadline in %v, want %v", got, tt.op)
+			}
 		})
 	}
 }

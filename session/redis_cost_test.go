@@ -36,9 +36,13 @@ import (
 // DWS_REDIS_COST_WINDOW (each measurement window, 60s),
 // DWS_REDIS_COST_CHURN (connects/s per pod in the churn window, 11),
 // DWS_REDIS_COST_DESIGNS ("before,after"; one of them halves the load),
+// DWS_REDIS_COST_PHASES ("idle,churn"),
 // DWS_REDIS_COST_PARTITIONS (0: off; n: every pod also runs a
 // PartitionOwner over n partitions at nats.failover 5s, the other per-pod
-// bookkeeping on Redis).
+// bookkeeping on Redis, wired as cmd/dws/app wires it: its own client,
+// RedisPartitionLeases of the partition stream's group). The owners use a
+// redis-server of their own, so INFO commandstats splits the two parts;
+// the "total" row is their sum, what one shared Redis would count.
 func TestRedisCost_Fleet(t *testing.T) {
 	if os.Getenv("DWS_REDIS_COST") == "" {
 		t.Skip("measurement: set DWS_REDIS_COST=1 (see perf/redis-cost.md)")
@@ -47,6 +51,7 @@ func TestRedisCost_Fleet(t *testing.T) {
 	sockets := envInts(t, "DWS_REDIS_COST_SOCKETS", "20000")[0]
 	churn := envInts(t, "DWS_REDIS_COST_CHURN", "11")[0]
 	partitions := envInts(t, "DWS_REDIS_COST_PARTITIONS", "0")[0]
+	phases := strings.Split(orEnv(os.Getenv("DWS_REDIS_COST_PHASES"), "idle,churn"), ",")
 	window, err := time.ParseDuration(orEnv(os.Getenv("DWS_REDIS_COST_WINDOW"), "60s"))
 	if err != nil {
 		t.Fatal(err)
@@ -66,8 +71,8 @@ func TestRedisCost_Fleet(t *testing.T) {
 			t.Fatalf("DWS_REDIS_COST_DESIGNS: %q is not before or after", d)
 		}
 	}
-	fmt.Printf("| pods | design | phase | commands/s total | per pod | EVALSHA/s per pod | client commands/s per pod | failed refresh batches | top commands (calls/s total) |\n")
-	fmt.Printf("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
+	fmt.Printf("| pods | design | phase | part | commands/s total | per pod | EVALSHA/s per pod | client commands/s per pod | failed refresh batches / ownership changes | top commands (calls/s total) |\n")
+	fmt.Printf("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |\n")
 	for _, n := range pods {
 		t.Run(strconv.Itoa(n)+"pods", func(t *testing.T) {
 			fleets := make([]*costFleet, len(designs))
@@ -81,14 +86,15 @@ func TestRedisCost_Fleet(t *testing.T) {
 			t.Logf("%d pods × %d sockets connected in %v", n, sockets, time.Since(start).Round(time.Second))
 			for i, f := range fleets {
 				t.Logf("%s: Redis memory %s, %d keys", designs[i].name, f.memory(t), f.admin.DBSize(context.Background()).Val())
+				f.startOwners(t)
 			}
-			for _, phase := range []string{"idle", "churn"} {
+			for _, phase := range phases {
 				if phase == "churn" {
 					for _, f := range fleets {
 						f.startChurn(churn)
 					}
 				}
-				before := make([]map[string]int64, len(fleets))
+				before := make([]costSnap, len(fleets))
 				for i, f := range fleets {
 					before[i] = f.snapshot(t)
 				}
@@ -104,7 +110,8 @@ func TestRedisCost_Fleet(t *testing.T) {
 	}
 }
 
-// costFleet is n pods on one private redis-server.
+// costFleet is n pods on one private redis-server, and their partition
+// owners (if any) on another.
 type costFleet struct {
 	srv       *redisProc
 	admin     *redis.Client
@@ -112,6 +119,13 @@ type costFleet struct {
 	cancel    context.CancelFunc
 	churnWG   sync.WaitGroup
 	churnErrs atomic.Int64 // failed churn handshakes (reported)
+
+	ctx        context.Context // the pods' background work
+	partitions int
+	partAdmin  *redis.Client     // nil without partition owners
+	owners     []*PartitionOwner // one per pod
+	partHooks  []*countHook      // their clients' counters
+	changes    sync.Map          // reason -> *atomic.Int64: ownership changes
 }
 
 // costPod is one simulated pod: its stores, its client's counter and its
@@ -145,14 +159,70 @@ func newCostFleet(t *testing.T, n int, gc time.Duration, partitions int) *costFl
 		if err := s.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if partitions > 0 {
-			o := NewPartitionOwner(NewRedisPartitionLeases(c, "", "cost"),
-				PartitionOwnerOptions{PodID: s.PodID(), Partitions: partitions, Failover: 5 * time.Second})
-			go o.Run(ctx)
-		}
 		f.pods = append(f.pods, &costPod{id: i, stores: s, hook: hook})
 	}
+	f.ctx, f.partitions = ctx, partitions
 	return f
+}
+
+// startOwners runs a PartitionOwner per pod as bridge.Start wires it
+// (nats.failover 5s, one lease client per pod apart from the stores',
+// group = the partition stream's name), on a redis-server of their own,
+// once the sockets are connected (the handshake burst on two cores would
+// only make them fence and start over), and waits until they settle.
+func (f *costFleet) startOwners(t *testing.T) {
+	if f.partitions <= 0 {
+		return
+	}
+	partitions := f.partitions
+	srv := startRedisProc(t)
+	f.partAdmin = redis.NewClient(&redis.Options{Addr: srv.addr()})
+	t.Cleanup(func() { _ = f.partAdmin.Close() })
+	for _, p := range f.pods {
+		hook, c := countedClient(t, srv.addr())
+		o := NewPartitionOwner(NewRedisPartitionLeases(c, "", "wa_stream_dws_p"+strconv.Itoa(partitions)), PartitionOwnerOptions{
+			PodID: p.stores.PodID(), Partitions: partitions, Failover: 5 * time.Second,
+			OnChange: func(_ int, _ bool, reason string) {
+				n, _ := f.changes.LoadOrStore(reason, new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+			},
+		})
+		o.StartLoop(f.ctx)
+		f.owners = append(f.owners, o)
+		f.partHooks = append(f.partHooks, hook)
+	}
+	f.settle(t)
+}
+
+// settle waits until the partition owners (if any) consume every
+// partition, balanced, so a window measures the steady state, not the
+// start's acquisitions.
+func (f *costFleet) settle(t *testing.T) {
+	start := time.Now()
+	for {
+		total, lo, hi := f.ownership()
+		if total == f.partitions && hi-lo <= 1 {
+			t.Logf("partitions settled over %d pods in %v", len(f.owners), time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Since(start) > 2*time.Minute {
+			t.Fatalf("partitions not settled after 2 min: %d of %d consumed, %d..%d per pod", total, f.partitions, lo, hi)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ownership sums the partitions the owners consume and the spread of
+// their shares: a settled fleet consumes every partition, each pod its
+// share ± 1.
+func (f *costFleet) ownership() (total, lo, hi int) {
+	lo = f.partitions
+	for _, o := range f.owners {
+		n := len(o.Owned())
+		total += n
+		lo, hi = min(lo, n), max(hi, n)
+	}
+	return total, lo, hi
 }
 
 // connect opens sockets on every pod, 8 handshakes in flight per pod.
@@ -253,10 +323,37 @@ func (f *costFleet) stop() {
 	f.churnWG.Wait()
 }
 
-// snapshot reads INFO commandstats (calls per command) and adds the
-// pods' client-side counts as "client:commands".
-func (f *costFleet) snapshot(t *testing.T) map[string]int64 {
-	info, err := f.admin.Info(context.Background(), "commandstats").Result()
+// costSnap is one reading of both servers' counters.
+type costSnap struct{ sessions, partitions map[string]int64 }
+
+// snapshot reads INFO commandstats of both servers and adds the pods'
+// client-side counts as "client:commands" (and, for the sessions, the
+// failed refresh batches; for the partitions, the ownership changes).
+func (f *costFleet) snapshot(t *testing.T) costSnap {
+	s := costSnap{sessions: commandStats(t, f.admin)}
+	if f.partAdmin != nil {
+		s.partitions = commandStats(t, f.partAdmin)
+		for _, h := range f.partHooks {
+			s.partitions["client:commands"] += h.commands.Load() + h.probes.Load()
+		}
+		f.changes.Range(func(_, n any) bool {
+			s.partitions["client:changes"] += n.(*atomic.Int64).Load()
+			return true
+		})
+	}
+	m := s.sessions
+	for _, p := range f.pods {
+		m["client:commands"] += p.hook.commands.Load() + p.hook.probes.Load()
+		// A refresh that timed out sends the pod into degraded mode and a
+		// full re-assert: a window with any is an overloaded machine.
+		m["client:refresh_errors"] += int64(testutil.ToFloat64(p.stores.core.m.RefreshBatches.WithLabelValues("error")))
+	}
+	return s
+}
+
+// commandStats reads INFO commandstats: calls per command.
+func commandStats(t *testing.T, c *redis.Client) map[string]int64 {
+	info, err := c.Info(context.Background(), "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,12 +366,6 @@ func (f *costFleet) snapshot(t *testing.T) map[string]int64 {
 		}
 		calls, _, _ := strings.Cut(rest, ",")
 		m[name], _ = strconv.ParseInt(calls, 10, 64)
-	}
-	for _, p := range f.pods {
-		m["client:commands"] += p.hook.commands.Load() + p.hook.probes.Load()
-		// A refresh that timed out sends the pod into degraded mode and a
-		// full re-assert: a window with any is an overloaded machine.
-		m["client:refresh_errors"] += int64(testutil.ToFloat64(p.stores.core.m.RefreshBatches.WithLabelValues("error")))
 	}
 	return m
 }
@@ -290,38 +381,68 @@ func (f *costFleet) memory(t *testing.T) string {
 	return v
 }
 
-// report prints one table row of the deltas since before; INFO itself
-// (the measurement's own command) is left out.
-func (f *costFleet) report(t *testing.T, design, phase string, n int, before map[string]int64, window time.Duration) {
+// report prints the table rows of the deltas since before: the sessions'
+// server, and with partition owners theirs and the sum. INFO itself (the
+// measurement's own command) is left out.
+func (f *costFleet) report(t *testing.T, design, phase string, n int, before costSnap, window time.Duration) {
 	after := f.snapshot(t)
-	sec := window.Seconds()
-	var total int64
-	type kv struct {
-		name string
-		d    int64
-	}
-	var per []kv
-	for name, v := range after {
-		d := v - before[name]
-		if name == "info" || strings.HasPrefix(name, "client:") || d == 0 {
-			continue
-		}
-		total += d
-		per = append(per, kv{name, d})
-	}
-	slices.SortFunc(per, func(a, b kv) int { return int(b.d - a.d) })
-	var top []string
-	for _, e := range per[:min(len(per), 6)] {
-		top = append(top, fmt.Sprintf("%s %.1f", e.name, float64(e.d)/sec))
-	}
-	client := after["client:commands"] - before["client:commands"]
-	evalsha := after["evalsha"] - before["evalsha"]
 	if e := f.churnErrs.Load(); e > 0 {
 		t.Errorf("%s: %d churn handshakes failed", design, e)
 	}
-	fmt.Printf("| %d | %s | %s | %.1f | %.2f | %.2f | %.2f | %d | %s |\n", n, design, phase,
-		float64(total)/sec, float64(total)/sec/float64(n), float64(evalsha)/sec/float64(n),
-		float64(client)/sec/float64(n), after["client:refresh_errors"]-before["client:refresh_errors"], strings.Join(top, ", "))
+	sess := costDelta(before.sessions, after.sessions)
+	row := func(part string, d map[string]int64, bad int64) {
+		sec := window.Seconds()
+		var total int64
+		type kv struct {
+			name string
+			d    int64
+		}
+		var per []kv
+		for name, v := range d {
+			if name == "info" || strings.HasPrefix(name, "client:") || v == 0 {
+				continue
+			}
+			total += v
+			per = append(per, kv{name, v})
+		}
+		slices.SortFunc(per, func(a, b kv) int { return int(b.d - a.d) })
+		var top []string
+		for _, e := range per[:min(len(per), 6)] {
+			top = append(top, fmt.Sprintf("%s %.1f", e.name, float64(e.d)/sec))
+		}
+		fmt.Printf("| %d | %s | %s | %s | %.1f | %.2f | %.2f | %.2f | %d | %s |\n", n, design, phase, part,
+			float64(total)/sec, float64(total)/sec/float64(n), float64(d["evalsha"])/sec/float64(n),
+			float64(d["client:commands"])/sec/float64(n), bad, strings.Join(top, ", "))
+	}
+	if after.partitions == nil {
+		row("sessions", sess, sess["client:refresh_errors"])
+		return
+	}
+	part := costDelta(before.partitions, after.partitions)
+	sum := map[string]int64{}
+	for _, d := range []map[string]int64{sess, part} {
+		for k, v := range d {
+			sum[k] += v
+		}
+	}
+	row("sessions", sess, sess["client:refresh_errors"])
+	row("partitions", part, part["client:changes"])
+	row("total", sum, sess["client:refresh_errors"]+part["client:changes"])
+	total, lo, hi := f.ownership()
+	t.Logf("%s %s: partitions consumed %d of %d, %d..%d per pod; ownership changes in the window %d",
+		design, phase, total, f.partitions, lo, hi, part["client:changes"])
+	if total != f.partitions || hi-lo > 1 {
+		t.Errorf("%s %s: partitions not settled: %d of %d consumed, %d..%d per pod", design, phase, total, f.partitions, lo, hi)
+	}
+}
+
+// costDelta is after - before, per counter.
+func costDelta(before, after map[string]int64) map[string]int64 {
+	d := make(map[string]int64, len(after))
+	for k, v := range after {
+		d[k] = v - before[k]
+	}
+	return d
 }
 
 // nopEvictor is the measurement pods' Evictor: their sockets are fake.
