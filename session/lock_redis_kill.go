@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -94,11 +95,21 @@ func (l *redisLocker) evictLost(key string, gen uint64) {
 
 // listen holds this pod's one PSUBSCRIBE on session_kill:* and reconnects
 // with backoff. Every (re)subscription after the first asks the refresher
-// for a full re-assert, since notices sent meanwhile were missed.
+// for a full re-assert, since notices sent meanwhile were missed. A master
+// switch (failover.go) closes the subscription, which may still sit on the
+// old master, so it resubscribes on the new one at once.
 func (l *redisLocker) listen(ctx context.Context, ps *redis.PubSub) {
+	var subAt atomic.Uint64 // master switches counted when ps was made
+	subAt.Store(l.reg.master.switches.Load())
+	l.reg.setOnSwitch(func(n uint64) {
+		if subAt.Load() < n {
+			l.closeSubscription()
+		}
+	})
 	backoff := newBackoff(l.c.opt.RefreshInterval)
 	for ctx.Err() == nil {
 		if ps == nil {
+			subAt.Store(l.reg.master.switches.Load())
 			var err error
 			ps, err = l.subscribe(ctx)
 			if err != nil {
@@ -117,6 +128,9 @@ func (l *redisLocker) listen(ctx context.Context, ps *redis.PubSub) {
 		ps = nil
 		if ctx.Err() != nil {
 			return
+		}
+		if l.reg.master.switches.Load() != subAt.Load() {
+			continue // closed for a master switch: no outage
 		}
 		l.c.fail(ctx, "subscribe", err)
 		if !sleepCtx(ctx, backoff.next()) {

@@ -58,11 +58,15 @@ func (s *RedisStores) refresher(ctx context.Context) {
 // back from degraded mode stays unhealthy until its full re-assert
 // succeeded, and a lost data set (lease or registry:alive gone) first opens
 // the cluster-wide recovery window, which holds every pod's lookups off
-// until the other pods re-registered too.
+// until the other pods re-registered too. A master switch (failover.go)
+// counts as a lost data set.
 func (s *RedisStores) refreshOnce(ctx context.Context) bool {
 	c, reg := s.core, s.registry
 	full := c.needFull.Swap(false)
 	wasDown := !c.isHealthy()
+	// Master switches counted before this round's first command: only a
+	// window opened after them settles them (failover.go).
+	switches := reg.master.switches.Load()
 	leaseMissing, dataLost, err := reg.renew(ctx)
 	if err != nil {
 		c.m.RefreshBatches.WithLabelValues("error").Inc()
@@ -79,11 +83,14 @@ func (s *RedisStores) refreshOnce(ctx context.Context) bool {
 	if leaseMissing && !full {
 		logx.From(ctx).Warn("pod lease was missing; re-asserting every owned key", slog.String("pod_id", c.opt.PodID))
 	}
-	announce := reg.announce.Load()
+	announce := reg.announce.Load() || reg.switchSuspect()
 	full = full || leaseMissing || wasDown || announce
-	if announce && !reg.openRecovery(ctx) {
-		c.needFull.Store(true)
-		return false
+	if announce {
+		if !reg.openRecovery(ctx) {
+			c.needFull.Store(true)
+			return false
+		}
+		reg.settleSwitches(switches)
 	}
 	if !s.refreshStores(ctx, full) {
 		if full {

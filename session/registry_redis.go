@@ -31,18 +31,25 @@ type redisRegistry struct {
 	// announce: this pod found Redis's data lost and has not finished its
 	// full re-assert; each attempt (re)opens the recovery window first.
 	announce atomic.Bool
+	// master counts the master switches seen by the dial hook; settled is
+	// its count when this pod last opened the recovery window (failover.go).
+	master          masterWatch
+	settledSwitches atomic.Uint64
+	onSwitch        atomic.Pointer[func(uint64)] // setOnSwitch
 }
 
 // newRedisRegistry derives the lease timings from the core's refresh
 // interval: the lease lives 3 × session.refresh_interval (SPEC §4).
 func newRedisRegistry(c *redisCore) *redisRegistry {
 	every := c.opt.RefreshInterval
-	return &redisRegistry{
+	g := &redisRegistry{
 		c:              c,
 		leaseValue:     time.Now().UTC().Format(time.RFC3339Nano),
 		leaseTTL:       3 * every,
 		recoveryWindow: every + max(every/2, c.opt.OpTimeout),
 	}
+	g.watchMaster()
+	return g
 }
 
 // register takes the pod lease at start. registry:alive is set only if

@@ -185,6 +185,11 @@ func (r *redisRoutes) Pods(ctx context.Context, rt Route) ([]string, error) {
 		r.c.fail(ctx, "pods", err)
 		return nil, fmt.Errorf("route lookup: %w", err)
 	}
+	if state == 0 && r.reg.switchSuspect() {
+		// The reply may come from a new master that lacks writes the old
+		// one acknowledged (failover.go): hold the event, like a recovery.
+		state = podsRecovering
+	}
 	if state != 0 {
 		if state == podsRecoveryStarted {
 			logx.From(ctx).Warn("route registry lost its data (Redis restarted or flushed); lookups wait for every pod to re-register",
