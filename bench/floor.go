@@ -95,7 +95,18 @@ type FloorSide struct {
 	Publish    PublishFigures   `json:"publish"`
 	Errors     map[string]int64 `json:"errors"`
 	CloseCodes map[uint16]int64 `json:"close_codes"`
-	Notes      []string         `json:"notes,omitempty"`
+	// Windows are the wall-clock edges of the side's ramp and of each
+	// step's measured window, to line server-side logs and profiles up
+	// with the steps.
+	Windows []FloorWindow `json:"windows"`
+	Notes   []string      `json:"notes,omitempty"`
+}
+
+// FloorWindow is one phase of a side, by wall clock.
+type FloorWindow struct {
+	Name  string    `json:"name"`
+	Start time.Time `json:"start"`
+	End   time.Time `json:"end"`
 }
 
 func (c *FloorConfig) applyDefaults() error {
@@ -223,8 +234,20 @@ func runFloorSide(ctx context.Context, cfg *FloorConfig, floor bool) (*FloorSide
 	side.Loss = res.loss
 	side.Publish = PublishFigures{Acked: res.acked, Failed: res.pubFailed, LastError: res.pubErr}
 	side.Errors, side.CloseCodes = cr.Errors, cr.CloseCodes
+	side.Windows = floorWindows(l.r.t0, cr.Handshakes.RampSeconds, append([]*StepFigures{main}, side.Sweep...))
 	side.Notes = append(append([]string(nil), l.notes...), cr.Notes...)
 	return side, nil
+}
+
+// floorWindows lists a side's phases by wall clock: the ramp from t0, then
+// each step's measured window.
+func floorWindows(t0 time.Time, rampSeconds float64, steps []*StepFigures) []FloorWindow {
+	rampEnd := t0.Add(time.Duration(rampSeconds * float64(time.Second)))
+	ws := []FloorWindow{{Name: "ramp", Start: t0.UTC(), End: rampEnd.UTC()}}
+	for _, st := range steps {
+		ws = append(ws, FloorWindow{Name: st.Name, Start: st.from.UTC(), End: st.to.UTC()})
+	}
+	return ws
 }
 
 // fellBehind tells, before the latency figures exist, that a step left a

@@ -35,7 +35,7 @@ type conn struct {
 	missed  uint8 // pings sent since the last pong
 	evicted bool  // closed because another socket took the session over
 	wheel   int32 // timer-wheel slot, -1 when not on the wheel
-	due     int64 // timer-wheel deadline, seconds
+	due     int64 // timer-wheel deadline, wheel ticks (wheelTick)
 	prev    *conn // timer-wheel list links
 	next    *conn
 

@@ -261,7 +261,7 @@ func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route)
 		s.m.SessionConflicts.WithLabelValues("local").Inc()
 		old.lp.exec(func() { old.replaced() })
 	}
-	l.wheel.add(c, s.seconds(time.Now())+max(int64(s.limits().PingInterval/time.Second), 1))
+	l.schedulePing(c, time.Now())
 	s.mx.active[c.kind].Inc()
 	s.mx.accepted[c.kind].Inc()
 	// Written last: once the client sees ready, Deliver must find it.

@@ -3,6 +3,7 @@ package reactor
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -28,6 +29,13 @@ type loop struct {
 	mu        sync.Mutex
 	inbox     []task
 	scheduled bool
+	// backlogged says the loop has sockets in backlog: the ticker then
+	// posts a tick every backlogTick, otherwise only once a wheelTick.
+	// Set on the loop, read by the ticker.
+	backlogged atomic.Bool
+	// tickedAt is the wheel tick the ticker last posted a tick for.
+	// Ticker goroutine only.
+	tickedAt int64
 
 	// Loop-only state.
 	spare   []task // the previous inbox, reused to avoid garbage
@@ -36,6 +44,7 @@ type loop struct {
 	backlog map[*conn]struct{} // sockets whose ring waits for the kernel
 	pending map[*conn]struct{} // sockets still in the handshake
 	wheel   wheel
+	second  int64 // seconds() of the last once-a-second chores
 
 	freeRings    [][][]byte
 	published    []time.Time // publish times of events written this turn

@@ -52,7 +52,14 @@ func (l *loop) overflow(c *conn) {
 	if c.slowSince == 0 {
 		c.slowSince = time.Now().UnixNano()
 	}
+	l.toBacklog(c)
+}
+
+// toBacklog lists c for the backlog tick, which then runs every
+// backlogTick. On loop.
+func (l *loop) toBacklog(c *conn) {
 	l.backlog[c] = struct{}{}
+	l.backlogged.Store(true)
 }
 
 // enqueue appends frame to c's ring by reference and marks c dirty. On loop.
@@ -98,7 +105,7 @@ func (l *loop) flush(c *conn) {
 		return
 	}
 	if c.gc.OutboundBuffered() > 0 {
-		l.backlog[c] = struct{}{}
+		l.toBacklog(c)
 		return
 	}
 	l.writeRing(c)

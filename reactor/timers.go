@@ -2,27 +2,40 @@ package reactor
 
 import (
 	"context"
+	"math/rand/v2"
 	"time"
 
 	"github.com/dws-gateway/dws/codec"
 )
 
-// wheel is a per-loop hashed timer wheel with one-second slots: each open
+// wheel is a per-loop hashed timer wheel with wheelTick slots: each open
 // socket sits in exactly one slot, the one of its next ping deadline, so a
 // tick touches only the sockets due now (not every socket, and no timer or
 // goroutine per socket). Touched only on its loop.
 type wheel struct {
 	slots [wheelSlots]*conn // heads of intrusive doubly linked lists
-	now   int64             // seconds; the slot last processed
+	now   int64             // wheel ticks; the slot last processed
+	due   []*conn           // scratch of advance, reused
 }
 
-// wheelSlots covers deadlines up to ~4 minutes ahead without rounds; later
-// deadlines simply stay in their slot until their round comes (due check).
-const wheelSlots = 256
+// wheelTick is the wheel's resolution. Pings due in one slot go out in one
+// loop turn, every event posted meanwhile waiting behind them, so the slot
+// must be short. With one-second slots and the first ping at open +
+// interval, a connect ramp (or a reconnect wave) put its sockets in one or
+// two slots: 2 500 pings in one turn per loop at 5 000 sockets, 106–187 ms
+// on the loaded bench machine (perf/floor-20261206.md). With 100-ms slots
+// and first pings spread over half an interval (firstPing), 19 000 sockets
+// on 2 loops cost ~95 pings a turn per loop (≈ 0.5–1 ms of writev).
+const wheelTick = 100 * time.Millisecond
+
+// wheelSlots covers deadlines up to ~102 s ahead without rounds (the
+// default ping interval is 20 s); later deadlines simply stay in their slot
+// until their round comes (due check).
+const wheelSlots = 1024
 
 func newWheel() wheel { return wheel{} }
 
-// add schedules c at second due.
+// add schedules c at wheel tick due.
 func (w *wheel) add(c *conn, due int64) {
 	c.due = due
 	s := int32(due % wheelSlots)
@@ -51,8 +64,8 @@ func (w *wheel) remove(c *conn) {
 	c.prev, c.next, c.wheel = nil, nil, -1
 }
 
-// advance processes every second from the last one up to now, calling fire
-// for each socket whose deadline has come (fire may re-add it).
+// advance processes every wheel tick from the last one up to now, calling
+// fire for each socket whose deadline has come (fire may re-add it).
 func (w *wheel) advance(now int64, fire func(c *conn)) {
 	if w.now == 0 {
 		w.now = now - 1
@@ -60,21 +73,47 @@ func (w *wheel) advance(now int64, fire func(c *conn)) {
 	for w.now < now {
 		w.now++
 		s := w.now % wheelSlots
-		var due []*conn
+		due := w.due[:0]
 		for c := w.slots[s]; c != nil; c = c.next {
 			if c.due <= w.now {
 				due = append(due, c)
 			}
 		}
-		for _, c := range due {
+		for i, c := range due {
 			w.remove(c)
 			fire(c)
+			due[i] = nil
 		}
+		w.due = due[:0]
 	}
 }
 
+// pingTicks is the ping interval in wheel ticks, at least one.
+func pingTicks(interval time.Duration) int64 {
+	return max(int64(interval/wheelTick), 1)
+}
+
+// firstPing is the wheel tick of a new socket's first ping: uniformly in
+// the second half of the interval from now, so sockets opened together
+// are pinged over half an interval instead of all in one loop turn, and
+// every later ping follows its own at the full interval (SPEC §6: a ping
+// every interval; the first one comes no later than the interval).
+// r is a uniform draw in [0, 1).
+func firstPing(now int64, interval time.Duration, r float64) int64 {
+	n := pingTicks(interval)
+	half := n / 2
+	return now + n - int64(r*float64(half))
+}
+
+// schedulePing puts a socket that just opened on the wheel. On loop.
+func (l *loop) schedulePing(c *conn, now time.Time) {
+	s := l.srv
+	l.wheel.add(c, firstPing(s.wheelNow(now), s.limits().PingInterval, rand.Float64()))
+}
+
 // tick is the loop's housekeeping: retry backlogged sockets, close slow
-// consumers past their grace, time out handshakes, run the ping wheel.
+// consumers past their grace, and once a wheel tick time out handshakes and
+// run the ping wheel.
 func (l *loop) tick(now time.Time) {
 	s := l.srv
 	lim := s.limits()
@@ -99,12 +138,16 @@ func (l *loop) tick(now time.Time) {
 
 		}
 	}
-	sec := s.seconds(now)
-	if sec == l.wheel.now {
+	l.backlogged.Store(len(l.backlog) > 0)
+	wt := s.wheelNow(now)
+	if wt == l.wheel.now {
 		l.flushDirty()
 		return
 	}
-	l.trimRings()
+	if sec := s.seconds(now); sec != l.second {
+		l.second = sec
+		l.trimRings()
+	}
 	for c := range l.pending {
 		if c.since(now) > lim.HandshakeTimeout {
 			delete(l.pending, c)
@@ -115,7 +158,7 @@ func (l *loop) tick(now time.Time) {
 			}
 		}
 	}
-	l.wheel.advance(sec, func(c *conn) {
+	l.wheel.advance(wt, func(c *conn) {
 		if c.state != stOpen {
 			return
 		}
@@ -127,7 +170,7 @@ func (l *loop) tick(now time.Time) {
 		// Through the ring: a socket that reads nothing must not grow
 		// gnet's buffer even by a ping per interval.
 		l.pushControl(c, pingFrame, lim)
-		l.wheel.add(c, sec+max(int64(lim.PingInterval/time.Second), 1))
+		l.wheel.add(c, wt+pingTicks(lim.PingInterval))
 	})
 	l.flushDirty()
 }
@@ -135,8 +178,11 @@ func (l *loop) tick(now time.Time) {
 // pingFrame is the server's empty ping, encoded once.
 var pingFrame = codec.AppendFrame(nil, 0x9, nil)
 
-// tickLoops drives per-loop housekeeping: the backlog flush every 50 ms and
-// the timer wheel once a second, each as one Execute per loop.
+// tickLoops drives per-loop housekeeping, one Execute per loop: every
+// wheelTick for the timer wheel, and every backlogTick while the loop has
+// sockets in backlog. An idle loop is woken 10 times a second, not 100:
+// each wake-up is an eventfd write and a loop turn that an event posted
+// at that moment waits behind.
 func (s *Server) tickLoops(context.Context) {
 	t := time.NewTicker(backlogTick)
 	defer t.Stop()
@@ -145,7 +191,11 @@ func (s *Server) tickLoops(context.Context) {
 		case <-s.stopTick:
 			return
 		case now := <-t.C:
+			wt := s.wheelNow(now)
 			for _, l := range *s.loops.Load() {
+				if !tickDue(l, wt) {
+					continue
+				}
 				l := l
 				l.exec(func() { l.tick(now) })
 			}
@@ -153,8 +203,23 @@ func (s *Server) tickLoops(context.Context) {
 	}
 }
 
-// seconds is the timer-wheel clock: whole seconds since the server started.
+// tickDue tells the ticker whether l needs a tick at wheel tick wt: a new
+// wheel tick, or sockets in backlog. Ticker goroutine only.
+func tickDue(l *loop, wt int64) bool {
+	if wt != l.tickedAt {
+		l.tickedAt = wt
+		return true
+	}
+	return l.backlogged.Load()
+}
+
+// seconds is whole seconds since the server started (the ring pool's
+// trim clock).
 func (s *Server) seconds(t time.Time) int64 { return int64(t.Sub(s.epoch)/time.Second) + 1 }
+
+// wheelNow is the timer-wheel clock: wheel ticks since the server started,
+// from 1.
+func (s *Server) wheelNow(t time.Time) int64 { return int64(t.Sub(s.epoch)/wheelTick) + 1 }
 
 // millis is the rate-limit clock: milliseconds since the server started,
 // never 0 before it wraps (frameBucket).
