@@ -165,7 +165,7 @@ type NATS struct {
 	// split by (company, agent) into Partitions, each consumed by one live
 	// pod at a time; a dead pod's partitions move within Failover.
 	Partitions   int           `koanf:"partitions" default:"64" doc:"Partitions of the event stream by (company, agent); each is consumed by exactly one live pod. Changing it starts a new derived stream."`
-	Failover     time.Duration `koanf:"failover" default:"5s" doc:"Bound on how long a dead pod's partitions stay unconsumed (partition leases live 2/5 of it)."`
+	Failover     time.Duration `koanf:"failover" default:"5s" doc:"Bound on how long a dead pod's partitions stay unconsumed (a pod's membership, and with it its partition leases, lives half of it)."`
 	EmbeddedPort int           `koanf:"embedded_port" default:"14222" doc:"Client port of the embedded server on 127.0.0.1 (dws publish finds it there); -1 = random."`
 	// Replicas of the streams dws creates: 1 on a single server, 3 on a
 	// JetStream cluster (an existing stream keeps its own).

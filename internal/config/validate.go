@@ -23,7 +23,8 @@ const (
 	minRingBytes = 1024
 	// maxPartitions bounds nats.partitions: one durable consumer each.
 	maxPartitions = 1024
-	// minFailover: partition leases live 2/5 of nats.failover.
+	// minFailover: a pod's partition membership lives half of
+	// nats.failover, with a heartbeat every sixth of it.
 	minFailover = time.Second
 )
 
@@ -125,8 +126,8 @@ func (c *Config) Validate() error {
 		v.add("nats.partitions", "must be 1-%d, got %d", maxPartitions, n.Partitions)
 	}
 	if n.Failover < minFailover {
-		// Leases live 2/5 of it and are refreshed four times per lease: below
-		// a second Redis round trips would eat the budget.
+		// The membership lives half of it with a heartbeat every sixth:
+		// below a second Redis round trips would eat the budget.
 		v.add("nats.failover", "must be at least %s, got %s", minFailover, n.Failover)
 	}
 	if n.Replicas < 1 || n.Replicas > 5 {
