@@ -45,6 +45,9 @@ type ClusterConfig struct {
 	// MaxFailover is the failover time asserted; default nats.failover
 	// (from --server-set, else dws's 5 s). Negative: report only.
 	MaxFailover time.Duration
+	// MaxHopP99 is the p99 the cross-pod hop may add (forwarded p99 −
+	// local p99); default 1 ms, negative: report only.
+	MaxHopP99 time.Duration
 	// Command is the command line for the report, secrets masked.
 	Command string
 }
@@ -64,6 +67,8 @@ type ClusterReport struct {
 	Loss       LossFigures       `json:"loss"`
 	Partitions ClusterPartitions `json:"partitions"`
 	Failover   *ClusterFailover  `json:"failover,omitempty"`
+	// Hop splits the window's latency into local and forwarded deliveries.
+	Hop *ClusterHop `json:"hop,omitempty"`
 	// Drops is dws_drops_total by reason over the step, live pods only.
 	Drops      map[string]float64 `json:"drops,omitempty"`
 	Publish    PublishFigures     `json:"publish"`
@@ -129,6 +134,9 @@ func (c *ClusterConfig) applyDefaults() error {
 	if c.MaxFailover == 0 {
 		c.MaxFailover = configuredFailover(c.Load.ServerSet)
 	}
+	if c.MaxHopP99 == 0 {
+		c.MaxHopP99 = time.Millisecond
+	}
 	// One worker process per pod at least, and the same number on each,
 	// so the sockets split evenly.
 	cc := &c.Load.Connect
@@ -160,8 +168,14 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 		return nil, err
 	}
 	pods := l.ps.pods
-	// Worker i dials pod i mod P: the workers hold equal shares.
-	if err := l.start(ctx, func(wc *WorkerConfig) { wc.Server = pods[wc.Index%len(pods)].WS.String() }); err != nil {
+	// Worker i dials pod i mod P: the workers hold equal shares. Each
+	// ships its latency per partition too, for the hop split.
+	nParts := configuredPartitions(cfg.Load.ServerSet)
+	partOf := groupPartitions(cfg.Load.Connect.Groups, nParts)
+	if err := l.start(ctx, func(wc *WorkerConfig) {
+		wc.Server = pods[wc.Index%len(pods)].WS.String()
+		wc.Partitions = partOf
+	}); err != nil {
 		return nil, err
 	}
 	defer l.r.killAll()
@@ -175,17 +189,28 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 	m0 := scrapeAll(l.ps.ops)
 	var kill *killer
 	var windowStart time.Time
+	var hopCut float64
+	// The partitions' owners: read before the warm-up, every 500 ms, and
+	// after the drain (cluster_hop.go).
+	watch := newOwnershipWatch(l.ps.ops, nParts)
+	watch.start(500 * time.Millisecond)
 	during := func() error {
 		windowStart = time.Now()
 		if cfg.KillPod > 0 {
 			kill = scheduleKill(pods[cfg.KillPod], cfg.KillAfter)
+			// The hop split keeps to the events published before the
+			// kill: after it, failover, not the hop, shapes the latency.
+			hopCut = cfg.KillAfter.Seconds()
+			return l.r.broadcast(parentCmd{Cmd: cmdHopCut, Cut: windowStart.Add(cfg.KillAfter).UnixNano()})
 		}
 		return nil
 	}
 	st, err := l.step(ctx, fmt.Sprintf("rate %g/s", cfg.Rate), 1, cfg.Rate, cfg.Warmup, cfg.Step, during)
 	if err != nil {
+		watch.finish()
 		return nil, err
 	}
+	ownersAtStart, moved := watch.finish()
 	var killedAt time.Time
 	if kill != nil {
 		rep.Failover = &ClusterFailover{Pod: pods[cfg.KillPod].Name, Window: cfg.FailoverWindow.Seconds()}
@@ -246,6 +271,8 @@ func RunCluster(ctx context.Context, cfg ClusterConfig) (*ClusterReport, error) 
 		wait, found := failoverTime(&arrivals, TimelineStep, killedAt.Sub(l.r.t0), cfg.FailoverWindow)
 		f.Seconds, f.Found = wait.Seconds(), found
 	}
+	rep.Hop = clusterHop(l, len(pods), nParts, watch, ownersAtStart, moved, hopCut)
+	rep.Hop.Push = pushFigures(m0, m1)
 	rep.fill(&cfg, l, res, st, m0, m1)
 	return rep, nil
 }
@@ -375,6 +402,9 @@ func (rep *ClusterReport) check(cfg *ClusterConfig) {
 		// every pod shares one durable consumer and nobody owns anything.
 		rep.Notes = append(rep.Notes, "no pod owns a partition (dws_partitions_owned absent or 0: a server from before issue 10): partition balance not checked")
 	}
+	if cfg.Pods > 1 {
+		rep.Hop.checks(cfg.MaxHopP99, add)
+	}
 	if f := rep.Failover; f != nil {
 		switch {
 		case f.Error != "":
@@ -411,6 +441,7 @@ func (rep *ClusterReport) Markdown() string {
 	d := rep.Deliveries
 	p("\nCross-pod share of deliveries: **%.1f %%** (%.0f forwarded of %.0f).\n\n", 100*d.ForwardedShare, d.Forwarded, d.Local+d.Forwarded)
 	writeClusterOrder(&b, rep)
+	writeClusterHop(&b, rep.Hop)
 	if st := rep.Step; st != nil {
 		p("## Step\n\n")
 		writeSteps(&b, []*StepFigures{st})
@@ -434,6 +465,9 @@ func PlotCluster(rep *ClusterReport, prefix string) []string {
 	var series []cdfSeries
 	if rep.Step != nil && rep.Step.HDR != "" {
 		series = append(series, cdfSeries{name: fmt.Sprintf("%d pods, %s", len(rep.Pods), rep.Step.Name), hdr: rep.Step.HDR})
+	}
+	if h := rep.Hop; h != nil && h.Local.Count > 0 && h.Forwarded.Count > 0 {
+		series = append(series, cdfSeries{name: "local", hdr: h.LocalHDR}, cdfSeries{name: "forwarded", hdr: h.ForwardedHDR})
 	}
 	return writePlotFiles(prefix, "cluster: publish → receive latency", series, rep.Samples)
 }

@@ -39,6 +39,10 @@ type WorkerConfig struct {
 	// (IsSlow); SlowRecvBuf their SO_RCVBUF (0 = default).
 	SlowShare   float64 `json:"slow_share,omitempty"`
 	SlowRecvBuf int     `json:"slow_recv_buf,omitempty"`
+	// Partitions, with Track, is each group's event partition (the
+	// cluster scenario): the worker then also ships the tracked phases'
+	// latency per partition (TrackResult.Partitions).
+	Partitions []int `json:"partitions,omitempty"`
 }
 
 // Commands from the parent.
@@ -49,6 +53,9 @@ const (
 	// cmdPause and cmdResume stop and restart reading on the slow sockets.
 	cmdPause  = "pause"
 	cmdResume = "resume"
+	// cmdHopCut leaves events published after Cut out of the
+	// per-partition latency (the cluster scenario's kill).
+	cmdHopCut = "hop-cut"
 )
 
 type parentCmd struct {
@@ -59,6 +66,8 @@ type parentCmd struct {
 	// expects.
 	Published []int64 `json:"published,omitempty"`
 	Failed    []int64 `json:"failed,omitempty"`
+	// Cut is, with cmdHopCut, a publish time (unix ns).
+	Cut int64 `json:"cut,omitempty"`
 }
 
 // Message types from a worker.
@@ -132,6 +141,9 @@ type TrackResult struct {
 	SlowCloseCodes map[uint16]int64 `json:"slow_close_codes,omitempty"`
 	SlowSockets    int64            `json:"slow_sockets"`
 	SlowClosed     int64            `json:"slow_closed"`
+	// Partitions is the tracked phases' latency per event partition,
+	// when WorkerConfig.Partitions asked for it.
+	Partitions []PartitionHist `json:"partitions,omitempty"`
 }
 
 // lineWriter writes JSON lines from several goroutines.

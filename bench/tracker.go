@@ -5,6 +5,7 @@ import (
 	"math/bits"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
@@ -57,6 +58,23 @@ type tracker struct {
 	t0           time.Time
 	shards       []trackShard
 	socks        []sockTrack // by id - from
+	// partOf, when set (the cluster scenario), is the event partition of
+	// each group: the tracked phases' latency is then also kept per
+	// partition, so the lead can split it into local and forwarded once it
+	// knows which partitions kept their owner (cluster_hop.go). cut, when
+	// not 0, is a publish time (unix ns) after which events stay out of
+	// that split (a kill's failover).
+	partOf []int
+	parts  []partTrack
+	cut    atomic.Int64
+}
+
+// partTrack is one partition's latency over the tracked phases, from
+// every loop: its own mutex, uncontended at the rates the bench publishes.
+type partTrack struct {
+	mu     sync.Mutex
+	frames int64
+	hist   *hdrhistogram.Histogram // nil until the first event
 }
 
 type trackShard struct {
@@ -180,6 +198,70 @@ func (t *tracker) event(id int, ev *client.Event) {
 	p.frames++
 	us := ev.Latency.Microseconds()
 	_ = p.hist.RecordValue(min(max(us, 1), p.hist.HighestTrackableValue()))
+	if t.partOf != nil && key%numClasses != ClassSlow {
+		t.recordPartition(g, ev.TS, max(us, 1))
+	}
+}
+
+// splitByPartition keeps the tracked phases' latency per event partition
+// too: partOf[g] is group g's partition (bridge.PartitionLayout.PartitionOf).
+// Call it before the first event.
+func (t *tracker) splitByPartition(partOf []int) {
+	if len(partOf) < t.groups {
+		return
+	}
+	n := 0
+	for _, p := range partOf {
+		n = max(n, p+1)
+	}
+	t.partOf, t.parts = partOf, make([]partTrack, n)
+}
+
+// setCut leaves events published after at (unix ns; 0 = none) out of the
+// per-partition split.
+func (t *tracker) setCut(at int64) { t.cut.Store(at) }
+
+// recordPartition adds one latency (µs) of group g's partition, published
+// at pubNs; it runs under g's socket's shard lock, and takes the
+// partition's own.
+func (t *tracker) recordPartition(g int, pubNs, us int64) {
+	if cut := t.cut.Load(); cut > 0 && pubNs > cut {
+		return
+	}
+	p := t.partOf[g]
+	if p < 0 || p >= len(t.parts) {
+		return
+	}
+	pt := &t.parts[p]
+	pt.mu.Lock()
+	if pt.hist == nil {
+		pt.hist = client.NewHistogram()
+	}
+	pt.frames++
+	_ = pt.hist.RecordValue(min(us, pt.hist.HighestTrackableValue()))
+	pt.mu.Unlock()
+}
+
+// partitionHists ships the per-partition latency (partitions with at
+// least one event).
+func (t *tracker) partitionHists() ([]PartitionHist, error) {
+	var out []PartitionHist
+	for p := range t.parts {
+		pt := &t.parts[p]
+		pt.mu.Lock()
+		if pt.hist == nil {
+			pt.mu.Unlock()
+			continue
+		}
+		enc, err := EncodeHistogram(pt.hist)
+		frames := pt.frames
+		pt.mu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, PartitionHist{Partition: p, Frames: frames, Hist: enc})
+	}
+	return out, nil
 }
 
 // interrupt marks socket id as having closed; it runs on id's loop. A
@@ -349,6 +431,14 @@ type PhaseHist struct {
 	Class  int    `json:"class"`
 	Frames int64  `json:"frames"`
 	Hist   string `json:"hdr"`
+}
+
+// PartitionHist is one event partition's latency over the tracked phases
+// (healthy sockets, events published before the cut) as a worker ships it.
+type PartitionHist struct {
+	Partition int    `json:"partition"`
+	Frames    int64  `json:"frames"`
+	Hist      string `json:"hdr"`
 }
 
 // snapshot returns the merged per-phase histograms and the timeline.

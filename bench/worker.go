@@ -208,11 +208,18 @@ func (w *worker) serve(ctx context.Context, lw *lineWriter, cmds <-chan parentCm
 						slow = func(id int) bool { return IsSlow(id, w.cfg.SlowShare) }
 					}
 					w.tr = newTracker(w.cfg.From, w.cfg.To, w.cfg.Groups, w.cfg.CrossFrom, w.eng.Loops(), slow, t0)
+					if w.cfg.Partitions != nil {
+						w.tr.splitByPartition(w.cfg.Partitions)
+					}
 				}
 				u, sys := selfCPUSplit()
 				rampCPU0, rampSys0 = u+sys, sys
 				rampedCh = w.ramped
 				safego.Go(ctx, "bench.worker.ramp", func(ctx context.Context) { w.ramp(ctx, t0) })
+			case cmdHopCut:
+				if w.tr != nil {
+					w.tr.setCut(c.Cut)
+				}
 			case cmdChurn:
 				if w.cfg.Churn > 0 {
 					safego.Go(churnCtx, "bench.worker.churn", w.churn)
@@ -422,7 +429,11 @@ func (w *worker) trackResult(published, failed []int64) (*TrackResult, error) {
 		return nil, err
 	}
 	loss := w.tr.loss(published, failed, func(id int) bool { return w.state[id-w.cfg.From].Load() == sOpen })
-	tr := &TrackResult{Phases: phases, Timeline: tl, Loss: loss}
+	parts, err := w.tr.partitionHists()
+	if err != nil {
+		return nil, err
+	}
+	tr := &TrackResult{Phases: phases, Timeline: tl, Loss: loss, Partitions: parts}
 	for id := w.cfg.From; id < w.cfg.To; id++ {
 		if IsSlow(id, w.cfg.SlowShare) {
 			tr.SlowSockets++

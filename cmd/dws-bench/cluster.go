@@ -32,6 +32,8 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		killAfter   = fs.Duration("kill-after", 0, "when to kill, after the window starts (with --kill-pod; inside --step)")
 		maxFailover = fs.Duration("max-failover", 0, "failover time asserted after the kill (0: nats.failover from --server-set, else 5s; negative: report only)")
 		failWindow  = fs.Duration("failover-window", time.Second, "events published this close to the kill, before or after, count for the failover time")
+		// Issue 10: the cross-pod hop must add <= 1 ms p99.
+		maxHop = fs.Duration("assert-hop-p99", time.Millisecond, "asserted p99 the cross-pod hop adds (forwarded p99 - local p99, split by each partition's owner); negative: report only")
 	)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "usage: dws-bench cluster --spawn-server BINARY [flags]\n\n")
@@ -55,7 +57,8 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	rep, err := bench.RunCluster(ctx, bench.ClusterConfig{
 		Load: lc, Pods: lf.pods, Rate: *rate, Step: *step, Warmup: *warmup,
 		KillPod: *killPod, KillAfter: *killAfter, MaxFailover: *maxFailover, FailoverWindow: *failWindow,
-		Command: redactedCommand(append([]string{"dws-bench", "cluster"}, args...)),
+		MaxHopP99: *maxHop,
+		Command:   redactedCommand(append([]string{"dws-bench", "cluster"}, args...)),
 	})
 	if err != nil {
 		fmt.Fprintln(stderr, "dws-bench cluster:", err)
@@ -76,9 +79,22 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		rep.Loss.Lost, rep.Loss.Duplicates, rep.Loss.Checked)
 	fmt.Fprintf(stdout, "order: %d frames with a server seq, %d reordered; partitions owned %.0f of %d over %d live pods (largest gap to the share %.2f)\n",
 		rep.Loss.Sequenced, rep.Loss.Reordered, rep.Partitions.Owned, rep.Partitions.Configured, rep.Partitions.Live, rep.Partitions.MaxOff)
+	if h := rep.Hop; h != nil {
+		if h.Error != "" {
+			fmt.Fprintf(stdout, "hop: no split: %s\n", h.Error)
+		} else {
+			fmt.Fprintf(stdout, "hop: local p50 %.2f p99 %.2f p99.9 %.2f ms (%d frames); forwarded p50 %.2f p99 %.2f p99.9 %.2f ms (%d frames); added p50 %.2f ms, p99 %.2f ms; %d of %d partitions stable\n",
+				ms(h.Local.P50Us), ms(h.Local.P99Us), ms(h.Local.P999Us), h.Local.Count,
+				ms(h.Forwarded.P50Us), ms(h.Forwarded.P99Us), ms(h.Forwarded.P999Us), h.Forwarded.Count,
+				ms(h.HopP50Us), ms(h.HopP99Us), h.Stable, h.Partitions)
+		}
+	}
 	if f := rep.Failover; f != nil {
 		fmt.Fprintf(stdout, "failover: %s killed %.2f s into the window, %d sockets excluded; failover %.2f s (found %v) %s\n",
 			f.Pod, f.KilledAfter, f.Sockets, f.Seconds, f.Found, f.Error)
 	}
 	return finishReport(stdout, rep.Checks, rep.Passed, jsonPath, mdPath)
 }
+
+// ms is microseconds as milliseconds.
+func ms(us int64) float64 { return float64(us) / 1000 }

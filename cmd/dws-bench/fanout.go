@@ -15,6 +15,9 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	fs.SetOutput(stderr)
 	var lf loadFlags
 	lf.register(fs, "fanout", 15000, 100)
+	if f := fs.Lookup("pods"); f != nil {
+		f.Usage = "pods to start (1 or 2; 2 needs --spawn-server and Redis): each with its own NATS, pod A holds the sockets, pod B consumes half the groups and forwards to A; the hop with one broker and partitions is dws-bench cluster's"
+	}
 	var (
 		rates    = fs.String("rates", "250,500,1000,2000,4000", "events/s of the sweep, comma-separated, in order")
 		step     = fs.Duration("step", 8*time.Second, "measured window of each rate")
@@ -70,8 +73,8 @@ func runFanout(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			float64(st.Latency.P999Us)/1000, st.CPUUsPerFrame, st.Saturated, st.Why)
 	}
 	if c := rep.CrossPod; c != nil {
-		fmt.Fprintf(stdout, "cross-pod: local p99 %.2f ms, cross p99 %.2f ms, added %.2f ms\n",
-			float64(c.LocalP99Us)/1000, float64(c.CrossP99Us)/1000, float64(c.AddedP99Us)/1000)
+		fmt.Fprintf(stdout, "cross-pod: local p99 %.2f ms, cross p99 %.2f ms, added %.2f ms; pod B made %.0f gRPC pushes, pod A delivered %.0f forwarded frames (two brokers: see dws-bench cluster for the hop with partitions)\n",
+			float64(c.LocalP99Us)/1000, float64(c.CrossP99Us)/1000, float64(c.AddedP99Us)/1000, c.PodBForwards, c.ForwardedIntoA)
 	}
 	fmt.Fprintf(stdout, "loss: %d lost, %d duplicates over %d sockets\n", rep.Loss.Lost, rep.Loss.Duplicates, rep.Loss.Checked)
 	return finishReport(stdout, rep.Checks, rep.Passed, jsonPath, mdPath)
