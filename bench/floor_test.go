@@ -121,3 +121,23 @@ func TestRunFloor_BothSidesMeasured_ImpossibleTargetFailsTheRun(t *testing.T) {
 		}
 	}
 }
+
+func TestFloorWindows_RampThenEachStep(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 3, 0, 0, 0, time.UTC)
+	main := &StepFigures{Name: "dws main 200/s", from: t0.Add(3 * time.Second), to: t0.Add(13 * time.Second)}
+	sweep := &StepFigures{Name: "dws sweep 400/s", from: t0.Add(14 * time.Second), to: t0.Add(19 * time.Second)}
+	got := floorWindows(t0, 0.25, []*StepFigures{main, sweep})
+	want := []FloorWindow{
+		{"ramp", t0, t0.Add(250 * time.Millisecond)},
+		{"dws main 200/s", main.from, main.to},
+		{"dws sweep 400/s", sweep.from, sweep.to},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d windows, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i].Name != want[i].Name || !got[i].Start.Equal(want[i].Start) || !got[i].End.Equal(want[i].End) {
+			t.Fatalf("window %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
