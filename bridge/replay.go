@@ -54,23 +54,32 @@ type ReplayOptions struct {
 	// wait for a slot.
 	MaxConcurrent int
 	// Batch is the events per emit (DefaultReplayBatch when 0), and the
-	// most events a replay holds at once.
+	// most events a replay on its own consumer holds at once (a cached
+	// replay holds references to the cache's copies).
 	Batch int
+	// CacheBytes is resume.cache_bytes: the bound of the block cache that
+	// coalesces the replays of a reconnect storm (replay_cache.go). 0
+	// reads every replay with its own filtered consumer.
+	CacheBytes int
 }
 
 // Replayer reads what a resuming socket missed from nats.stream (SPEC
-// §5a), implementing reactor.Replayer. It reads with an ephemeral ordered
-// consumer filtered to the socket's subjects, starting after since: the
-// server filters and streams the events 64 at a time, where gets are one
-// round trip per event. Measured (replay_bench_test.go, 1 000 events
-// behind among 10 000 others): ~10 µs and 47 allocations per event,
-// against ~80 µs / 156 with the message-get API and ~53 µs / 94 with
-// direct gets, which also need AllowDirect on a stream dws must not
-// modify. Safe for concurrent use.
+// §5a), implementing reactor.Replayer. Every replay shares one stream info
+// request with the replays asking at the same time (infoGate). A replay
+// whose range fits the cache is then served from blocks of the stream
+// read once for all replays (replay_cache.go); a larger one, or any when
+// CacheBytes is 0, reads with an ephemeral ordered consumer filtered to
+// the socket's subjects, starting after since: the server filters and
+// streams the events 64 at a time, where gets are one round trip per
+// event (replay_bench_test.go has the figures of both paths, and of the
+// get APIs, which also need AllowDirect on a stream dws must not modify).
+// Safe for concurrent use.
 type Replayer struct {
 	js    jetstream.JetStream
 	o     ReplayOptions
 	slots chan struct{}
+	info  *infoGate
+	cache *replayCache // nil: CacheBytes 0
 
 	results     map[string]prometheus.Counter
 	events      prometheus.Counter
@@ -100,6 +109,10 @@ func NewReplayer(js jetstream.JetStream, o ReplayOptions, m *metrics.Metrics) *R
 		waiting:     m.ResumeWaiting,
 		dropInvalid: m.Drops.WithLabelValues(DropInvalidPayload),
 		dropBadSubj: m.Drops.WithLabelValues("bad_subject"),
+		info:        &infoGate{js: js, name: o.Stream},
+	}
+	if o.CacheBytes > 0 {
+		r.cache = newReplayCache(o.CacheBytes)
 	}
 	for _, res := range []string{resumeReplayed, reactor.ResyncTooOld, reactor.ResyncEpochChanged, reactor.ResyncTooMany, resumeFailed} {
 		r.results[res] = m.Resumes.WithLabelValues(res)
@@ -134,6 +147,14 @@ func (r *Replayer) Replay(ctx context.Context, req reactor.ReplayRequest, emit f
 	return resync, err
 }
 
+// CacheStats reports the replay cache's counts (zero without a cache).
+func (r *Replayer) CacheStats() CacheStats {
+	if r.cache == nil {
+		return CacheStats{}
+	}
+	return r.cache.stats()
+}
+
 // acquire takes a replay slot, counting the wait in dws_resume_waiting:
 // a reconnect storm queues here instead of growing memory (SPEC §5a).
 func (r *Replayer) acquire(ctx context.Context) error {
@@ -157,12 +178,12 @@ func (r *Replayer) replay(ctx context.Context, req reactor.ReplayRequest, emit f
 	if err != nil || len(filters) == 0 {
 		return "", err
 	}
-	s, err := r.js.Stream(ctx, r.o.Stream)
+	s, info, err := r.info.get(ctx)
 	if err != nil {
-		return "", fmt.Errorf("stream %q: %w", r.o.Stream, err)
+		return "", err
 	}
-	info := s.CachedInfo() // js.Stream has just fetched it
-	if req.Epoch != "" && req.Epoch != Epoch(info) {
+	epoch := Epoch(info)
+	if req.Epoch != "" && req.Epoch != epoch {
 		return reactor.ResyncEpochChanged, nil
 	}
 	if req.Since+1 < info.State.FirstSeq {
@@ -174,11 +195,75 @@ func (r *Replayer) replay(ctx context.Context, req reactor.ReplayRequest, emit f
 	if req.Since >= last {
 		return "", nil
 	}
+	if r.cache != nil && r.cache.fits(last-req.Since, info) {
+		resync, err := r.replayCached(ctx, s, epoch, req.Since, last, filters, emit)
+		if err == nil || ctx.Err() != nil {
+			return resync, err
+		}
+		// Nothing was emitted (the cached path emits once every block is
+		// in hand): read this replay on its own consumer instead.
+		logx.From(ctx).Debug("replay cache read failed; replaying with a filtered consumer", "err", err)
+	}
+	return r.replayConsumer(ctx, s, req.Since, last, filters, emit)
+}
 
+// replayCached serves a replay from the block cache (replay_cache.go): it
+// gathers the matching events in (since, last] (too_many past MaxEvents),
+// checks the first one's age, then emits them, all from memory.
+func (r *Replayer) replayCached(ctx context.Context, s jetstream.Stream, epoch string, since, last uint64, filters []string, emit func([]reactor.ReplayEvent) bool) (string, error) {
+	match := newReplayMatch(filters)
+	limit := max(r.o.MaxEvents, 0)
+	// One walk over the blocks collects the matching events (at most
+	// limit+1: too_many stops it, before reading more blocks); they are
+	// emitted from that list.
+	var matched []*cachedMsg
+	collect := func(b *cacheBlock) bool {
+		return b.each(&match, since, last, func(m *cachedMsg) bool {
+			matched = append(matched, m)
+			return len(matched) <= limit
+		})
+	}
+	// The blocks held already, then the rest one by one (read, or waited
+	// for).
+	held := r.cache.held(epoch, blockOf(since+1), last)
+	for _, b := range held {
+		if !collect(b) {
+			return reactor.ResyncTooMany, nil
+		}
+	}
+	for k := blockOf(since+1) + uint64(len(held)); k <= blockOf(last); k++ {
+		b, err := r.cache.block(ctx, s, epoch, k, blockNeed(k, last), last)
+		if err != nil {
+			return "", err
+		}
+		if !collect(b) {
+			return reactor.ResyncTooMany, nil
+		}
+	}
+	if len(matched) == 0 {
+		return "", nil
+	}
+	if r.tooOld(matched[0].published) {
+		return reactor.ResyncTooOld, nil
+	}
+	out := r.newBatch(emit)
+	for _, m := range matched {
+		if !out.add(m) {
+			return "", nil
+		}
+	}
+	out.flush()
+	return "", nil
+}
+
+// replayConsumer reads a replay with its own ephemeral ordered consumer
+// filtered to the socket's subjects: the path without the cache, and for
+// a range larger than the cache should hold.
+func (r *Replayer) replayConsumer(ctx context.Context, s jetstream.Stream, since, last uint64, filters []string, emit func([]reactor.ReplayEvent) bool) (string, error) {
 	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects:    filters,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:       req.Since + 1,
+		OptStartSeq:       since + 1,
 		InactiveThreshold: replayInactive,
 		MaxResetAttempts:  replayResetAttempts,
 	})
@@ -209,20 +294,15 @@ func (r *Replayer) replay(ctx context.Context, req reactor.ReplayRequest, emit f
 	return r.read(ctx, it, last, emit)
 }
 
+// tooOld reports whether the first missed event is older than MaxAge.
+func (r *Replayer) tooOld(published time.Time) bool {
+	return r.o.MaxAge > 0 && published.Before(time.Now().Add(-r.o.MaxAge))
+}
+
 // read emits the consumer's events up to last, Batch at a time.
 func (r *Replayer) read(ctx context.Context, it jetstream.MessagesContext, last uint64, emit func([]reactor.ReplayEvent) bool) (string, error) {
-	batch := make([]reactor.ReplayEvent, 0, r.o.Batch)
+	out := r.newBatch(emit)
 	first := true
-	flush := func() bool {
-		if len(batch) == 0 {
-			return true
-		}
-		ok := emit(batch)
-		r.events.Add(float64(len(batch)))
-		// emit owns the events it was given: a new slice, not a reuse.
-		batch = make([]reactor.ReplayEvent, 0, r.o.Batch)
-		return ok
-	}
 	for {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -238,15 +318,13 @@ func (r *Replayer) read(ctx context.Context, it jetstream.MessagesContext, last 
 		}
 		if first {
 			first = false
-			if r.o.MaxAge > 0 && md.Timestamp.Before(time.Now().Add(-r.o.MaxAge)) {
+			if r.tooOld(md.Timestamp) {
 				return reactor.ResyncTooOld, nil
 			}
 		}
-		if ev, ok := r.event(msg, seq, md.Timestamp); ok {
-			batch = append(batch, ev)
-			if len(batch) == r.o.Batch && !flush() {
-				return "", nil
-			}
+		m := newCachedMsg(msg, md)
+		if !out.add(&m) {
+			return "", nil
 		}
 		// NumPending is what matches after this message: 0 means every
 		// matching event up to last has been read.
@@ -254,29 +332,65 @@ func (r *Replayer) read(ctx context.Context, it jetstream.MessagesContext, last 
 			break
 		}
 	}
-	flush()
+	out.flush()
 	return "", nil
+}
+
+// replayBatch gathers a replay's events into batches of Batch for emit.
+type replayBatch struct {
+	r    *Replayer
+	emit func([]reactor.ReplayEvent) bool
+	evs  []reactor.ReplayEvent
+}
+
+func (r *Replayer) newBatch(emit func([]reactor.ReplayEvent) bool) *replayBatch {
+	return &replayBatch{r: r, emit: emit}
+}
+
+// add appends m's event (a message the live path would drop is dropped
+// and counted the same way) and emits a full batch; false: emit refused.
+func (b *replayBatch) add(m *cachedMsg) bool {
+	ev, ok := b.r.event(m)
+	if !ok {
+		return true
+	}
+	if b.evs == nil {
+		b.evs = make([]reactor.ReplayEvent, 0, b.r.o.Batch)
+	}
+	b.evs = append(b.evs, ev)
+	if len(b.evs) == b.r.o.Batch {
+		return b.flush()
+	}
+	return true
+}
+
+func (b *replayBatch) flush() bool {
+	if len(b.evs) == 0 {
+		return true
+	}
+	ok := b.emit(b.evs)
+	b.r.events.Add(float64(len(b.evs)))
+	b.evs = nil // emit owns the events it was given: a new slice, not a reuse
+	return ok
 }
 
 // event turns one stored message into a replayed event; a message the
 // live path would drop (bad subject, payload not UTF-8 JSON) is dropped
-// and counted the same way.
-func (r *Replayer) event(msg jetstream.Msg, seq uint64, published time.Time) (reactor.ReplayEvent, bool) {
-	route, ok := ParseSubject(msg.Subject())
-	if !ok {
+// and counted the same way. The payload is shared, never written.
+func (r *Replayer) event(m *cachedMsg) (reactor.ReplayEvent, bool) {
+	if !m.routeOK {
 		r.dropBadSubj.Inc()
 		return reactor.ReplayEvent{}, false
 	}
-	data := msg.Data()
-	if !ValidPayload(data) {
+	if !m.valid {
 		r.dropInvalid.Inc()
 		return reactor.ReplayEvent{}, false
 	}
 	return reactor.ReplayEvent{
-		Seq:     seq,
-		Route:   route,
-		Payload: data,
-		Meta:    reactor.Meta{RequestID: requestID(msg), PublishedAt: published, Seq: seq},
+		Seq:     m.seq,
+		Route:   m.route,
+		Payload: m.data,
+		Meta:    reactor.Meta{RequestID: m.requestID, PublishedAt: m.published, Seq: m.seq},
 	}, true
 }
 

@@ -160,6 +160,13 @@ func replayOptions(stream string) ReplayOptions {
 	return ReplayOptions{Stream: stream, MaxEvents: 10000, MaxConcurrent: 4, Batch: 3}
 }
 
+// replayPaths are the Replayer's two ways of reading: each replay on its
+// own filtered consumer (resume.cache_bytes 0), and the block cache.
+var replayPaths = []struct {
+	name       string
+	cacheBytes int
+}{{"consumer", 0}, {"cache", 1 << 20}}
+
 const (
 	chatsA1 = "websocket.acme.a1.chats"
 	msgsX1  = "websocket.acme.a1.messages.x1"
@@ -181,6 +188,12 @@ func (e *replayEnv) publishMix(t *testing.T, rounds int) {
 }
 
 func TestReplay_User_ReplaysItsEventsInSeqOrderAfterSince(t *testing.T) {
+	for _, path := range replayPaths {
+		t.Run(path.name, func(t *testing.T) { testReplayUser(t, path.cacheBytes) })
+	}
+}
+
+func testReplayUser(t *testing.T, cacheBytes int) {
 	e := newReplayEnv(t, nil)
 	e.publishMix(t, 4) // 36 events
 	cases := []struct {
@@ -197,7 +210,9 @@ func TestReplay_User_ReplaysItsEventsInSeqOrderAfterSince(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := NewReplayer(e.js, replayOptions(e.stream), e.m)
+			o := replayOptions(e.stream)
+			o.CacheBytes = cacheBytes
+			r := NewReplayer(e.js, o, e.m)
 			var c collector
 			resync, err := r.Replay(context.Background(), tc.req, c.emit)
 			if err != nil || resync != "" {
@@ -224,12 +239,18 @@ func TestReplay_User_ReplaysItsEventsInSeqOrderAfterSince(t *testing.T) {
 // Events published while a replay runs reach the socket live: the replay
 // stops at the stream's last seq when it started.
 func TestReplay_StopsAtTheLastSeqWhenItStarted(t *testing.T) {
+	for _, path := range replayPaths {
+		t.Run(path.name, func(t *testing.T) { testReplayStopsAtLast(t, path.cacheBytes) })
+	}
+}
+
+func testReplayStopsAtLast(t *testing.T, cacheBytes int) {
 	e := newReplayEnv(t, nil)
 	for range 10 {
 		e.publish(t, chatsA1)
 	}
 	last := e.pubs[len(e.pubs)-1].seq
-	r := NewReplayer(e.js, ReplayOptions{Stream: e.stream, MaxEvents: 100, MaxConcurrent: 1, Batch: 2}, e.m)
+	r := NewReplayer(e.js, ReplayOptions{Stream: e.stream, MaxEvents: 100, MaxConcurrent: 1, Batch: 2, CacheBytes: cacheBytes}, e.m)
 	var got []uint64
 	published := false
 	resync, err := r.Replay(context.Background(), reactor.ReplayRequest{Company: "acme", Agent: "a1", Since: 0}, func(b []reactor.ReplayEvent) bool {
@@ -254,6 +275,12 @@ func TestReplay_StopsAtTheLastSeqWhenItStarted(t *testing.T) {
 }
 
 func TestReplay_Admin_FiltersByCompanyAndAgent(t *testing.T) {
+	for _, path := range replayPaths {
+		t.Run(path.name, func(t *testing.T) { testReplayAdmin(t, path.cacheBytes) })
+	}
+}
+
+func testReplayAdmin(t *testing.T, cacheBytes int) {
 	e := newReplayEnv(t, nil)
 	for range 3 {
 		for _, s := range []string{
@@ -276,7 +303,9 @@ func TestReplay_Admin_FiltersByCompanyAndAgent(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := NewReplayer(e.js, replayOptions(e.stream), e.m)
+			o := replayOptions(e.stream)
+			o.CacheBytes = cacheBytes
+			r := NewReplayer(e.js, o, e.m)
 			var c collector
 			req := reactor.ReplayRequest{Admin: true, Company: tc.company, Agent: tc.agent, Since: 2}
 			if resync, err := r.Replay(context.Background(), req, c.emit); err != nil || resync != "" {
@@ -298,6 +327,12 @@ func TestReplay_Admin_FiltersByCompanyAndAgent(t *testing.T) {
 // Each bound of SPEC §5a answers its resync reason before anything is
 // emitted, and is counted under that result.
 func TestReplay_Bounds_AnswerResyncAndEmitNothing(t *testing.T) {
+	for _, path := range replayPaths {
+		t.Run(path.name, func(t *testing.T) { testReplayBounds(t, path.cacheBytes) })
+	}
+}
+
+func testReplayBounds(t *testing.T, cacheBytes int) {
 	user := reactor.ReplayRequest{Company: "acme", Agent: "a1", Chat: "x1"}
 	cases := []struct {
 		name   string
@@ -436,6 +471,7 @@ func TestReplay_Bounds_AnswerResyncAndEmitNothing(t *testing.T) {
 			e := newReplayEnv(t, tc.stream)
 			req := tc.setup(t, e)
 			o := replayOptions(e.stream)
+			o.CacheBytes = cacheBytes
 			if tc.opts != nil {
 				tc.opts(&o)
 			}
@@ -465,6 +501,12 @@ func TestReplay_Bounds_AnswerResyncAndEmitNothing(t *testing.T) {
 
 // An event the live path would drop is dropped here too, and counted.
 func TestReplay_InvalidPayload_SkippedAndCounted(t *testing.T) {
+	for _, path := range replayPaths {
+		t.Run(path.name, func(t *testing.T) { testReplayInvalidPayload(t, path.cacheBytes) })
+	}
+}
+
+func testReplayInvalidPayload(t *testing.T, cacheBytes int) {
 	e := newReplayEnv(t, nil)
 	e.publish(t, chatsA1)
 	ctx := context.Background()
@@ -475,7 +517,9 @@ func TestReplay_InvalidPayload_SkippedAndCounted(t *testing.T) {
 	}
 	e.publish(t, chatsA1)
 	var c collector
-	if resync, err := NewReplayer(e.js, replayOptions(e.stream), e.m).Replay(ctx, reactor.ReplayRequest{Company: "acme", Agent: "a1"}, c.emit); err != nil || resync != "" {
+	o := replayOptions(e.stream)
+	o.CacheBytes = cacheBytes
+	if resync, err := NewReplayer(e.js, o, e.m).Replay(ctx, reactor.ReplayRequest{Company: "acme", Agent: "a1"}, c.emit); err != nil || resync != "" {
 		t.Fatalf("Replay = %q, %v", resync, err)
 	}
 	if got, want := seqs(c.events()), []uint64{1, 4}; !slices.Equal(got, want) {
@@ -487,12 +531,18 @@ func TestReplay_InvalidPayload_SkippedAndCounted(t *testing.T) {
 }
 
 func TestReplay_EmitReturnsFalse_StopsEarly(t *testing.T) {
+	for _, path := range replayPaths {
+		t.Run(path.name, func(t *testing.T) { testReplayEmitFalse(t, path.cacheBytes) })
+	}
+}
+
+func testReplayEmitFalse(t *testing.T, cacheBytes int) {
 	e := newReplayEnv(t, nil)
 	for range 20 {
 		e.publish(t, chatsA1)
 	}
 	calls := 0
-	r := NewReplayer(e.js, ReplayOptions{Stream: e.stream, MaxEvents: 100, MaxConcurrent: 1, Batch: 4}, e.m)
+	r := NewReplayer(e.js, ReplayOptions{Stream: e.stream, MaxEvents: 100, MaxConcurrent: 1, Batch: 4, CacheBytes: cacheBytes}, e.m)
 	resync, err := r.Replay(context.Background(), reactor.ReplayRequest{Company: "acme", Agent: "a1"}, func(b []reactor.ReplayEvent) bool {
 		calls++
 		return calls < 2

@@ -199,6 +199,9 @@ type Resume struct {
 	MaxEvents     int           `koanf:"max_events" default:"10000" doc:"Most events one resume replays; more answers resync too_many."`
 	MaxAge        time.Duration `koanf:"max_age" default:"24h" doc:"Oldest event a resume replays; an older since answers resync too_old. 0 = as old as the stream keeps."`
 	MaxConcurrent int           `koanf:"max_concurrent" default:"64" doc:"Replays running at once per pod; more wait (a reconnect storm queues, it does not grow memory)."`
+	// CacheBytes bounds the block cache that serves a reconnect storm's
+	// replays from one read of the stream's recent range (issue 11).
+	CacheBytes int `koanf:"cache_bytes" default:"33554432" doc:"Bytes of recent stream events kept per pod to serve a reconnect storm's replays from one read (32 MiB); a replay whose range would take over half of it reads its own consumer. 0 = every replay reads its own consumer."`
 }
 
 // Shutdown holds the drain sequence timing (SPEC §6).

@@ -150,6 +150,7 @@ func (c *Config) Validate() error {
 	v.atLeast("resume.max_events", c.Resume.MaxEvents, 0)
 	v.notNegative("resume.max_age", c.Resume.MaxAge)
 	v.atLeast("resume.max_concurrent", c.Resume.MaxConcurrent, 1)
+	v.atLeast("resume.cache_bytes", c.Resume.CacheBytes, 0)
 
 	sd := c.Shutdown
 	v.notNegative("shutdown.close_grace", sd.CloseGrace)

@@ -109,6 +109,7 @@ func TestValidate_EachRule_NamesKeyAndRule(t *testing.T) {
 		{"resume max events", func(c *Config) { c.Resume.MaxEvents = -1 }, "resume.max_events: must be at least 0"},
 		{"resume max age", func(c *Config) { c.Resume.MaxAge = -time.Second }, "resume.max_age"},
 		{"resume concurrency", func(c *Config) { c.Resume.MaxConcurrent = 0 }, "resume.max_concurrent: must be at least 1"},
+		{"resume cache", func(c *Config) { c.Resume.CacheBytes = -1 }, "resume.cache_bytes: must be at least 0"},
 		{"close grace negative", func(c *Config) { c.Shutdown.CloseGrace = -1 }, "shutdown.close_grace: must not be negative"},
 		{"close grace not below timeout", func(c *Config) { c.Shutdown.CloseGrace = 20 * time.Second }, "shutdown.close_grace: must be less than shutdown.timeout (20s), got 20s"},
 		{"shutdown timeout", func(c *Config) { c.Shutdown.Timeout = 0 }, "shutdown.timeout: must be greater than 0"},

@@ -147,6 +147,7 @@ func (a *App) startEvents(context.Context) error {
 		MaxEvents:     cfg.Resume.MaxEvents,
 		MaxAge:        cfg.Resume.MaxAge,
 		MaxConcurrent: cfg.Resume.MaxConcurrent,
+		CacheBytes:    cfg.Resume.CacheBytes,
 	}, a.Metrics))
 	a.extraChecks["nats"] = func() (string, error) {
 		if !nc.IsConnected() {

@@ -73,8 +73,16 @@ func checkResumed(t *testing.T, pub *publisher, before, after *sock, want []stri
 
 // One pod: the client is away 2 s while 500 events/s flow on its chats and
 // its chat; it comes back with since and chat_id and misses nothing.
+// Both ways a pod reads a replay: the block cache a reconnect storm shares
+// (the default) and a consumer per replay (resume.cache_bytes 0).
 func TestResume_OnePod_AwayTwoSeconds_EveryEventOnceInOrder(t *testing.T) {
-	c, pub := newEventCluster(t, "127.0.0.1:6379", 1, nil)
+	for _, tc := range []struct{ name, cacheBytes string }{{"cache", "33554432"}, {"consumer", "0"}} {
+		t.Run(tc.name, func(t *testing.T) { testResumeAwayTwoSeconds(t, tc.cacheBytes) })
+	}
+}
+
+func testResumeAwayTwoSeconds(t *testing.T, cacheBytes string) {
+	c, pub := newEventCluster(t, "127.0.0.1:6379", 1, map[string]string{"resume.cache_bytes": cacheBytes})
 	p := c.pods[0]
 	base := c.userURL(p, "acme", "a1", "u1")
 	first := openSock(t, "u1 before", base+"&chat_id=x1")
