@@ -38,10 +38,12 @@ services:
 ## timing on a 2-core machine and must not compete with each other.
 test: services lint
 	$(GO) test -race -count=1 -p 1 -timeout 15m $(PKGS)
+	bash scripts/browser-resume-check.sh
 
 ## test-short: the same without the race detector
 test-short: services
 	$(GO) test -count=1 -p 1 -timeout 15m $(PKGS)
+	bash scripts/browser-resume-check.sh
 
 ## lint: gofmt + go vet
 lint:

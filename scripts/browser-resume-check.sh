@@ -22,9 +22,11 @@
 #    SIGTERM (close 1001), restart, 3 events published at once (before or
 #    after the page is back: replayed or live, each must arrive once), then
 #    1 more live.
+# C. pod killed (kill -9, no close frame: the page sees 1006) and started
+#    again on the same keys and JetStream directory; same checks as B.
 #
-# Not part of `make test` (Chromium is a large install); run it by hand:
-#   bash scripts/browser-resume-check.sh
+# Part of `make test` (scripts/services.sh installs chromium when it may);
+# by hand: bash scripts/browser-resume-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { echo "browser-resume-check: install chromium (apt-get install chromium)" >&2; exit 1; }
@@ -64,7 +66,7 @@ start_dws() { # extra serve args...; ports of its own so it runs beside `make ru
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ops_port/ready" >/dev/null && return 0; sleep 0.1; done
   echo "browser-resume-check: dws did not become ready" >&2; tail -20 "$work/dws.log" >&2; exit 1
 }
-stop_dws() { kill -TERM "$pid"; wait "$pid" || true; pid=; }
+stop_dws() { kill -"${1:-TERM}" "$pid"; { wait "$pid"; } 2>/dev/null || true; pid=; }
 
 # users: the number of open user sockets, from the pod's metrics.
 users() {
@@ -132,23 +134,29 @@ close_page
 check "network loss" "1,2,3,4,5,6,7,8,9" 2
 stop_dws
 
-# B. server restart: keys and stream that survive it.
+# B. server restart (SIGTERM: close 1001) and C. pod killed (SIGKILL: no
+# close frame), each on keys and a stream that survive the restart.
 export DWS_AUTH_TOKEN_AES_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 export DWS_AUTH_ADMIN_TOKEN_AES_KEY=$DWS_AUTH_TOKEN_AES_KEY DWS_AUTH_API_KEY=check-api-key DWS_GRPC_AUTH_TOKEN=check-grpc-token
-restart=(--set nats.embedded_dir="$work/jetstream")
-n=0
-start_dws "${restart[@]}"
-tok=$(bin/dws token user --company demo --agent agent1 --user dev --ttl 10m)
-open_page "ws://127.0.0.1:$ws_port/ws/demo/agent1?user=dev&token=$tok&x-api-key=$DWS_AUTH_API_KEY" ""
-wait_users 1 "the page to connect"
-pub chats; pub messages.chat1                           # seq 1..2, live
-sleep 0.5
-stop_dws                                                # close 1001 to the page
-start_dws "${restart[@]}"
-pub chats; pub messages.chat1; pub chats                # seq 3..5, replayed or live
-wait_users 1 "the page to reconnect after the restart"
-sleep 0.5
-pub chats                                               # seq 6, live
-sleep 1
-close_page
-check "server restart" "1,2,3,4,5,6" 0
+restart_scenario() { # name, signal
+  local restart=(--set nats.embedded_dir="$work/jetstream-$2")
+  n=0
+  start_dws "${restart[@]}"
+  tok=$(bin/dws token user --company demo --agent agent1 --user dev --ttl 10m)
+  open_page "ws://127.0.0.1:$ws_port/ws/demo/agent1?user=dev&token=$tok&x-api-key=$DWS_AUTH_API_KEY" ""
+  wait_users 1 "the page to connect"
+  pub chats; pub messages.chat1                         # seq 1..2, live
+  sleep 0.5
+  stop_dws "$2"                                         # TERM: close 1001; KILL: none
+  start_dws "${restart[@]}"
+  pub chats; pub messages.chat1; pub chats              # seq 3..5, replayed or live
+  wait_users 1 "the page to reconnect after the $1"
+  sleep 0.5
+  pub chats                                             # seq 6, live
+  sleep 1
+  close_page
+  check "$1" "1,2,3,4,5,6" 0
+  stop_dws
+}
+restart_scenario "server restart" TERM
+restart_scenario "pod killed" KILL

@@ -34,6 +34,17 @@ if ! command -v node >/dev/null; then
     exit 1
   fi
 fi
+# The reference client's end-to-end check (scripts/browser-resume-check.sh)
+# drives headless Chromium.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "services: installing chromium (the browser check of make test)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+  else
+    echo "services: chromium is not installed: install it (Debian: apt-get install chromium)" >&2
+    exit 1
+  fi
+fi
 if ! up 6379; then
   echo "services: starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
