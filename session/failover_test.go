@@ -2,7 +2,6 @@ package session
 
 import (
 	"context"
-	"errors"
 	"net"
 	"slices"
 	"sync/atomic"
@@ -10,8 +9,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/dws-gateway/dws/internal/safego"
 )
 
 // The dial hook's decision: a connection to another address than the
@@ -157,36 +154,7 @@ func TestFailover_MasterSwitch_NoPartialLookup(t *testing.T) {
 	}
 	time.Sleep(3200 * time.Millisecond) // the leases lapse on B (3 s)
 
-	var (
-		partial, failed, full atomic.Int64
-		bad                   atomic.Value
-	)
-	pollCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	safego.Go(pollCtx, "test.poll", func(ctx context.Context) {
-		defer close(done)
-		for ctx.Err() == nil {
-			pods, err := a.Routes().Pods(ctx, rt)
-			slices.Sort(pods)
-			switch {
-			case ctx.Err() != nil:
-			case err != nil:
-				if !errors.Is(err, errStoreDown) && !isOutage(err) {
-					bad.Store(err)
-				}
-				failed.Add(1)
-			case slices.Equal(pods, all):
-				if failed.Load() > 0 {
-					full.Add(1)
-				}
-			default:
-				bad.Store(pods)
-				partial.Add(1)
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	})
-	t.Cleanup(func() { stop(); <-done })
+	poll := pollLookups(t, a.Routes(), rt, all)
 
 	// The switch: new connections reach B; A drops its clients, but for
 	// the kill-notice subscriptions (as seen with Sentinel: they stay on
@@ -196,20 +164,9 @@ func TestFailover_MasterSwitch_NoPartialLookup(t *testing.T) {
 	if err := ra.ClientKillByFilter(ctx, "TYPE", "normal", "SKIPME", "yes").Err(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "full member list on B", func() bool { return full.Load() > 5 })
-	stop()
-	<-done
-	if n := partial.Load(); n > 0 {
-		t.Fatalf("%d lookups answered a partial member list after the switch (last %v)", n, bad.Load())
-	}
-	if v := bad.Load(); v != nil {
-		t.Fatalf("lookup failed with %v, want the store-down error the dispatcher NAKs", v)
-	}
-	if failed.Load() == 0 {
-		t.Fatal("no lookup was held: the switch was not seen")
-	}
+	poll.check(t, "the switch", "the switch was not seen")
 	if !a.Healthy() || !b.Healthy() || !c.Healthy() {
 		t.Fatal("a pod is degraded after the switch")
 	}
-	t.Logf("%d lookups held, full list %v after the switch", failed.Load(), time.Since(switched).Round(time.Millisecond))
+	t.Logf("%d lookups held, full list %v after the switch", poll.failed.Load(), time.Since(switched).Round(time.Millisecond))
 }

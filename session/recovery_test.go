@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,56 +56,75 @@ func TestRecovery_RedisLostData_PodsFailsUntilEveryPodReregistered(t *testing.T)
 
 			// Poll as the dispatcher would, from before the loss until
 			// well after recovery.
-			var (
-				partial, failed, full atomic.Int64
-				firstFull             atomic.Int64 // unix ns
-				bad                   atomic.Value
-			)
-			pollCtx, stop := context.WithCancel(ctx)
-			done := make(chan struct{})
-			safego.Go(pollCtx, "test.poll", func(ctx context.Context) {
-				defer close(done)
-				for ctx.Err() == nil {
-					pods, err := a.Routes().Pods(ctx, rt)
-					switch {
-					case ctx.Err() != nil: // stopped mid-lookup
-					case err != nil:
-						if !errors.Is(err, errStoreDown) && !isOutage(err) {
-							bad.Store(err)
-						}
-						failed.Add(1)
-					case len(pods) == 2:
-						if failed.Load() > 0 { // after the loss was seen
-							full.Add(1)
-							firstFull.CompareAndSwap(0, time.Now().UnixNano())
-						}
-					default:
-						slices.Sort(pods)
-						bad.Store(pods)
-						partial.Add(1)
-					}
-					time.Sleep(2 * time.Millisecond)
-				}
-			})
-			t.Cleanup(func() { stop(); <-done })
-
+			poll := pollLookups(t, a.Routes(), rt, both)
 			lost := time.Now()
 			tt.lose(t, proc)
-			eventually(t, 3*time.Second, "full member list again", func() bool { return full.Load() > 5 })
-			stop()
-			<-done
-			if n := partial.Load(); n > 0 {
-				t.Fatalf("%d lookups answered a partial member list after the data loss (last %v)", n, bad.Load())
-			}
-			if v := bad.Load(); v != nil {
-				t.Fatalf("lookup failed with %v, want the store-down error the dispatcher NAKs", v)
-			}
-			if failed.Load() == 0 {
-				t.Fatal("no lookup failed: the recovery window was never seen")
-			}
-			t.Logf("%d lookups failed, full list %v after the loss", failed.Load(),
-				time.Duration(firstFull.Load()-lost.UnixNano()).Round(time.Millisecond))
+			poll.check(t, "the data loss", "the recovery window was never seen")
+			t.Logf("%d lookups failed, full list %v after the loss", poll.failed.Load(),
+				time.Duration(poll.firstFull.Load()-lost.UnixNano()).Round(time.Millisecond))
 		})
+	}
+}
+
+// lookupPoll polls Pods as the dispatcher would, counting lookups held
+// (errors), answered in full (want, once a lookup was held) and partial.
+type lookupPoll struct {
+	partial, failed, full atomic.Int64
+	firstFull             atomic.Int64 // unix ns
+	bad                   atomic.Value
+	stop                  func()
+}
+
+func pollLookups(t *testing.T, routes Routes, rt Route, want []string) *lookupPoll {
+	t.Helper()
+	lp := &lookupPoll{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	safego.Go(ctx, "test.poll", func(ctx context.Context) {
+		defer close(done)
+		for ctx.Err() == nil {
+			pods, err := routes.Pods(ctx, rt)
+			slices.Sort(pods)
+			switch {
+			case ctx.Err() != nil: // stopped mid-lookup
+			case err != nil:
+				if !errors.Is(err, errStoreDown) && !isOutage(err) {
+					lp.bad.Store(err)
+				}
+				lp.failed.Add(1)
+			case slices.Equal(pods, want):
+				if lp.failed.Load() > 0 { // after the loss was seen
+					lp.full.Add(1)
+					lp.firstFull.CompareAndSwap(0, time.Now().UnixNano())
+				}
+			default:
+				lp.bad.Store(pods)
+				lp.partial.Add(1)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
+	var once sync.Once
+	lp.stop = func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(lp.stop)
+	return lp
+}
+
+// check waits for full answers again, stops polling, and fails on any
+// partial answer, any error but the store-down one the dispatcher NAKs, or
+// no held lookup at all (noHold says what that would mean).
+func (lp *lookupPoll) check(t *testing.T, after, noHold string) {
+	t.Helper()
+	eventually(t, 5*time.Second, "full member list again", func() bool { return lp.full.Load() > 5 })
+	lp.stop()
+	if n := lp.partial.Load(); n > 0 {
+		t.Fatalf("%d lookups answered a partial member list after %s (last %v)", n, after, lp.bad.Load())
+	}
+	if v := lp.bad.Load(); v != nil {
+		t.Fatalf("lookup failed with %v, want the store-down error the dispatcher NAKs", v)
+	}
+	if lp.failed.Load() == 0 {
+		t.Fatal("no lookup was held: " + noHold)
 	}
 }
 
