@@ -12,39 +12,28 @@ wait_up() {
   return 1
 }
 
+# need CMD PKG WHY: installs Debian package PKG with apt-get when CMD is
+# missing and this may (root with apt-get), else stops with one line.
+need() {
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "services: installing $2 ($3)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >/dev/null
+  else
+    echo "services: $1 is not installed: install it (Debian: apt-get install $2)" >&2
+    exit 1
+  fi
+}
+
 # The fault tests start and kill redis-server processes of their own, so the
 # binary is needed even when a Redis is already listening.
-if ! command -v redis-server >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "services: installing redis-server"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) >/dev/null
-  else
-    echo "services: redis-server is not installed: install it (Debian: apt-get install redis-server)" >&2
-    exit 1
-  fi
-fi
+need redis-server redis-server "the fault tests start their own"
 # The reference browser client's unit tests (cmd/dws/app/static) run on
 # node's built-in test runner.
-if ! command -v node >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "services: installing nodejs"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs) >/dev/null
-  else
-    echo "services: node is not installed: install it (Debian: apt-get install nodejs)" >&2
-    exit 1
-  fi
-fi
+need node nodejs "the browser client's unit tests"
 # The reference client's end-to-end check (scripts/browser-resume-check.sh)
 # drives headless Chromium.
-if ! command -v chromium >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "services: installing chromium (the browser check of make test)"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
-  else
-    echo "services: chromium is not installed: install it (Debian: apt-get install chromium)" >&2
-    exit 1
-  fi
-fi
+need chromium chromium "the browser check of make test"
 if ! up 6379; then
   echo "services: starting redis-server on 127.0.0.1:6379"
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
