@@ -30,8 +30,10 @@ type PipelineConfig struct {
 	Groups int
 	// PayloadBytes pads each payload (0: ≈ 200 B).
 	PayloadBytes int
-	// TokenKey and APIKey go to the pods (they refuse to start without).
-	TokenKey, APIKey string
+	// TokenKey and APIKey go to the pods (they refuse to start without);
+	// never into the report.
+	TokenKey string `json:"-"`
+	APIKey   string `json:"-"`
 	// Set are extra key=value overrides for the pods.
 	Set []string
 	// LogDir receives the pods' logs.
