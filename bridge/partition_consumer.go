@@ -40,6 +40,9 @@ type partitionSet struct {
 	base          context.Context
 	onTakeover    func(p int, had uint64) // NumAckPending a crashed owner left
 	onConsuming   func(p int, took time.Duration)
+	// noReset makes rewind recreate the consumer as on a server without
+	// the reset API (tests).
+	noReset bool
 	// queued follows the messages fetched and waiting for their
 	// partition's worker (dws_dispatch_queue_depth); optional.
 	queued interface{ Add(float64) }
@@ -128,34 +131,177 @@ const (
 // NATS is unreachable.
 const takeoverRetry = 250 * time.Millisecond
 
+// gapRestartPause paces restarts of a partition whose deliveries keep
+// arriving with gaps, so a pathological case cannot spin on the
+// JetStream API.
+const gapRestartPause = time.Second
+
+// resetTimeout bounds one attempt to reset a partition's consumer: the
+// request goes to the consumer's leader, which answers within a Raft round
+// trip; a consumer electing a leader has no responder (answered at once)
+// or drops the request, which is then asked again.
+const resetTimeout = time.Second
+
+// minResetMajor.minResetMinor is the first nats-server with the consumer
+// reset API (ADR-60).
+const minResetMajor, minResetMinor = 2, 14
+
 func (w *partitionWorker) run(ctx context.Context) {
 	defer close(w.done)
 	began := time.Now()
-	var cons jetstream.Consumer
-	for {
-		var err error
-		if cons, err = w.takeOver(ctx); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return // stopped while taking over: nothing to report
-		}
-		logx.From(ctx).Warn("partition consumer not ready; retrying", "partition", w.p, "err", err.Error())
-		select {
-		case <-ctx.Done():
+	cons := w.takeOverRetrying(ctx, false)
+	if cons == nil {
+		return // stopped while taking over: nothing to report
+	}
+	if w.set.onConsuming != nil {
+		w.set.onConsuming(w.p, time.Since(began))
+	}
+	var lastGap time.Time
+	for w.consume(ctx, cons) {
+		// Deliveries were lost on the way: start again at the oldest
+		// unacked event, at once unless the last restart was just now.
+		if time.Since(lastGap) < gapRestartPause && !pause(ctx) {
 			return
-		case <-time.After(takeoverRetry):
+		}
+		lastGap = time.Now()
+		if cons = w.rewind(ctx, cons); cons == nil {
+			return
 		}
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
+}
+
+// errNotOurs: the partition's consumer is not the one this worker created
+// any more; a new owner recreated it.
+var errNotOurs = errors.New("the partition consumer was recreated by another owner")
+
+// errNoReset: the server predates the consumer reset API.
+var errNoReset = errors.New("nats-server without consumer reset")
+
+// rewind puts the partition's consumer back at its oldest unacked event
+// after lost deliveries (consume). On nats-server >= 2.14 a reset to the
+// ack floor does it in one request to the consumer's leader, so it
+// completes as soon as the consumer has a leader; older servers get the
+// consumer recreated, which also needs the meta leader and elects a new
+// Raft group (seconds on a loaded cluster). It returns nil when ctx ended
+// or the consumer is no longer this worker's: then it stops the worker,
+// as a "consumer deleted" does.
+func (w *partitionWorker) rewind(ctx context.Context, cons jetstream.Consumer) jetstream.Consumer {
+	created := cons.CachedInfo().Created
+	for {
+		err := w.reset(ctx, cons, created)
+		switch {
+		case err == nil:
+			return cons
+		case errors.Is(err, errNoReset):
+			return w.takeOverRetrying(ctx, true)
+		case errors.Is(err, errNotOurs):
+			logx.From(ctx).Warn("partition consumer recreated by a new owner; stopping", "partition", w.p)
+			w.cancel()
+			return nil
+		case ctx.Err() != nil:
+			return nil
+		}
+		logx.From(ctx).Warn("partition consumer reset failed; retrying", "partition", w.p, "err", err.Error())
+		if !pause(ctx) {
+			return nil
+		}
+	}
+}
+
+// reset checks that the partition's consumer is still the one created at
+// created and resets it to its ack floor: it delivers again from the
+// oldest unacked event, with delivery sequences from 1.
+func (w *partitionWorker) reset(ctx context.Context, cons jetstream.Consumer, created time.Time) error {
+	opCtx, cancel := context.WithTimeout(ctx, resetTimeout)
+	defer cancel()
+	info, err := cons.Info(opCtx)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return errNotOurs
+	}
+	if err != nil {
+		return err
+	}
+	if !info.Created.Equal(created) {
+		return errNotOurs
+	}
+	if !w.set.canReset() {
+		return errNoReset
+	}
+	_, err = w.set.js.ResetConsumer(opCtx, w.set.layout.Stream(), info.Name)
+	return err
+}
+
+// canReset reports whether the server this pod is connected to has the
+// consumer reset API.
+func (s *partitionSet) canReset() bool {
+	if s.noReset {
+		return false
+	}
+	major, minor, ok := parseVersion(s.js.Conn().ConnectedServerVersion())
+	return ok && (major > minResetMajor || major == minResetMajor && minor >= minResetMinor)
+}
+
+// pause waits takeoverRetry; false when ctx ended first.
+func pause(ctx context.Context) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(takeoverRetry):
+		return true
+	}
+}
+
+// takeOverRetrying calls takeOver until it succeeds or ctx ends (nil).
+func (w *partitionWorker) takeOverRetrying(ctx context.Context, restart bool) jetstream.Consumer {
+	for {
+		cons, err := w.takeOver(ctx, restart)
+		if err == nil {
+			return cons
+		}
 		if ctx.Err() != nil {
+			return nil
+		}
+		logx.From(ctx).Warn("partition consumer not ready; retrying", "partition", w.p, "err", err.Error())
+		if !pause(ctx) {
+			return nil
+		}
+	}
+}
+
+// consume hands cons's messages to the handler in the order they arrive
+// until ctx ends (false) or a delivery is seen missing (true: the caller
+// rewinds the consumer).
+//
+// A pull consumer does not deliver in stream order when deliveries are
+// lost on the way: a message the server sent that never reached this
+// client (its NATS server killed with the message in its buffers, the
+// consumer's leader killed after sending it, a slow-consumer drop) stays
+// pending and comes back only after ack_wait, after later ones of its
+// partition. The sockets would then drop it as older than what they
+// already have: an event lost (issue 13 test, 1 in 4 runs under load: the
+// 9 deliveries in flight when a pod's server was killed came back 2 s
+// later, behind newer ones). The consumer's delivery sequence, one more
+// per delivery redeliveries included, shows such a loss as a gap at the
+// next message. Rewinding the consumer to its ack floor (rewind) then
+// resumes at the oldest unacked event of the work queue, in order; what
+// was handled and not yet acked comes again and the sockets drop it by
+// seq. A sequence that goes back
+// (a new consumer leader that had not heard of the last deliveries sends
+// them again) is in order and is taken as it is.
+func (w *partitionWorker) consume(ctx context.Context, cons jetstream.Consumer) (gap bool) {
+	// Its own context: on a gap the callback must stop blocking on a
+	// queue nobody reads any more.
+	cctx, stopDelivery := context.WithCancel(ctx)
+	defer stopDelivery()
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if cctx.Err() != nil {
 			_ = m.Nak() // stopping: the next owner gets it first
 			return
 		}
 		select {
 		case w.queue <- m:
 			w.set.addQueued(1)
-		case <-ctx.Done():
+		case <-cctx.Done():
 			_ = m.Nak()
 		}
 	},
@@ -175,20 +321,33 @@ func (w *partitionWorker) run(ctx context.Context) {
 	)
 	if err != nil {
 		logx.From(ctx).Error("partition consume failed", "partition", w.p, "err", err.Error())
-		return
+		return false
 	}
-	if w.set.onConsuming != nil {
-		w.set.onConsuming(w.p, time.Since(began))
+	stop := func() {
+		stopDelivery()
+		cc.Stop()
+		<-cc.Closed()
+		w.nakQueued()
 	}
+	var delivered uint64 // the last delivery sequence handed on
 	for {
 		select {
 		case <-ctx.Done():
-			cc.Stop()
-			<-cc.Closed()
-			w.nakQueued()
-			return
+			stop()
+			return false
 		case m := <-w.queue:
 			w.set.addQueued(-1)
+			if md, err := m.Metadata(); err == nil {
+				d := md.Sequence.Consumer
+				if d > delivered+1 {
+					logx.From(ctx).Warn("partition deliveries lost on the way; rewinding its consumer to the oldest unacked event",
+						"partition", w.p, "missing", d-delivered-1, "after_delivery", delivered)
+					_ = m.Nak()
+					stop()
+					return true
+				}
+				delivered = d
+			}
 			subject, _, ok := w.set.layout.OriginalSubject(m.Subject())
 			seq, sok := OriginSeq(m.Headers())
 			if !ok || !sok {
@@ -206,8 +365,9 @@ func (w *partitionWorker) run(ctx context.Context) {
 // consumer starts at the oldest event not yet acked, at once, instead of
 // after ack_wait for what a crashed owner had pulled; and it fences a
 // previous owner that is still pulling (its consume fails with "consumer
-// deleted").
-func (w *partitionWorker) takeOver(ctx context.Context) (jetstream.Consumer, error) {
+// deleted"). restart is a recreate after lost deliveries (consume): what
+// is pending then is this pod's own, not a previous owner's.
+func (w *partitionWorker) takeOver(ctx context.Context, restart bool) (jetstream.Consumer, error) {
 	l := w.set.layout
 	opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -217,7 +377,7 @@ func (w *partitionWorker) takeOver(ctx context.Context) (jetstream.Consumer, err
 	}
 	name := l.ConsumerName(w.p)
 	if old, err := stream.Consumer(opCtx, name); err == nil {
-		if had := old.CachedInfo().NumAckPending; had > 0 && w.set.onTakeover != nil {
+		if had := old.CachedInfo().NumAckPending; had > 0 && !restart && w.set.onTakeover != nil {
 			w.set.onTakeover(w.p, uint64(had))
 		}
 		if err := stream.DeleteConsumer(opCtx, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
