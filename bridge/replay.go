@@ -112,7 +112,7 @@ func NewReplayer(js jetstream.JetStream, o ReplayOptions, m *metrics.Metrics) *R
 		info:        &infoGate{js: js, name: o.Stream},
 	}
 	if o.CacheBytes > 0 {
-		r.cache = newReplayCache(o.CacheBytes)
+		r.cache = newReplayCache(o.CacheBytes, m)
 	}
 	for _, res := range []string{resumeReplayed, reactor.ResyncTooOld, reactor.ResyncEpochChanged, reactor.ResyncTooMany, resumeFailed} {
 		r.results[res] = m.Resumes.WithLabelValues(res)
@@ -195,7 +195,13 @@ func (r *Replayer) replay(ctx context.Context, req reactor.ReplayRequest, emit f
 	if req.Since >= last {
 		return "", nil
 	}
-	if r.cache != nil && r.cache.fits(last-req.Since, info) {
+	switch {
+	case r.cache == nil:
+	case !r.cache.fits(last-req.Since, info):
+		// Counted: a storm whose range outgrows resume.cache_bytes costs
+		// a consumer per replay again, which operators must see.
+		r.cache.tooLarge.add(1)
+	default:
 		resync, err := r.replayCached(ctx, s, epoch, req.Since, last, filters, emit)
 		if err == nil || ctx.Err() != nil {
 			return resync, err
@@ -203,6 +209,7 @@ func (r *Replayer) replay(ctx context.Context, req reactor.ReplayRequest, emit f
 		// Nothing was emitted (the cached path emits once every block is
 		// in hand): read this replay on its own consumer instead.
 		logx.From(ctx).Debug("replay cache read failed; replaying with a filtered consumer", "err", err)
+		r.cache.readFailed.add(1)
 	}
 	return r.replayConsumer(ctx, s, req.Since, last, filters, emit)
 }

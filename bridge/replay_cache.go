@@ -11,6 +11,9 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dws-gateway/dws/internal/metrics"
 )
 
 // The replay cache (issue 11): in a reconnect storm every socket's since
@@ -74,13 +77,33 @@ type replayCache struct {
 	pending map[uint64]*blockWait
 	tail    *follower // nil: no follower
 
-	hits, misses, reads, follows atomic.Uint64
+	hits, misses, reads  cacheCount
+	tooLarge, readFailed cacheCount // replays the cache did not serve
+	follows              atomic.Uint64
+	// bytesHeld is dws_resume_cache_bytes, moved with bytes. It is added
+	// to, not set: several caches may share one catalogue (tests).
+	bytesHeld prometheus.Gauge
 }
 
-func newReplayCache(maxBytes int) *replayCache {
-	c := &replayCache{maxBytes: maxBytes, followWait: followWait, followIdle: followIdle, pending: map[uint64]*blockWait{}}
-	// The LRU counts entries; the byte cap is enforced in put.
-	c.lru, _ = simplelru.NewLRU[uint64, *cacheBlock](math.MaxInt32, func(_ uint64, b *cacheBlock) { c.bytes -= b.bytes })
+// newReplayCache returns an empty cache of maxBytes exporting its counts
+// to m's dws_resume_cache_* series, which it creates at zero so a pod
+// that has had no storm yet shows 0 rather than no data.
+func newReplayCache(maxBytes int, m *metrics.Metrics) *replayCache {
+	c := &replayCache{
+		maxBytes: maxBytes, followWait: followWait, followIdle: followIdle, pending: map[uint64]*blockWait{},
+		hits:       cacheCount{c: m.ResumeCacheLookups.WithLabelValues(cacheHit)},
+		misses:     cacheCount{c: m.ResumeCacheLookups.WithLabelValues(cacheMiss)},
+		reads:      cacheCount{c: m.ResumeCacheReads},
+		tooLarge:   cacheCount{c: m.ResumeCacheBypasses.WithLabelValues(bypassTooLarge)},
+		readFailed: cacheCount{c: m.ResumeCacheBypasses.WithLabelValues(bypassReadFailed)},
+		bytesHeld:  m.ResumeCacheBytes,
+	}
+	// The LRU counts entries; the byte cap is enforced in put. Every block
+	// leaves through this callback (eviction, replacement, purge).
+	c.lru, _ = simplelru.NewLRU[uint64, *cacheBlock](math.MaxInt32, func(_ uint64, b *cacheBlock) {
+		c.bytes -= b.bytes
+		c.bytesHeld.Sub(float64(b.bytes))
+	})
 	return c
 }
 
@@ -113,7 +136,7 @@ func (c *replayCache) held(epoch string, k, last uint64) []*cacheBlock {
 		}
 		out = append(out, b)
 	}
-	c.hits.Add(uint64(len(out)))
+	c.hits.add(uint64(len(out)))
 	return out
 }
 
@@ -124,9 +147,9 @@ func (c *replayCache) block(ctx context.Context, s jetstream.Stream, epoch strin
 	missed, noFollow := false, false
 	defer func() {
 		if missed {
-			c.misses.Add(1)
+			c.misses.add(1)
 		} else {
-			c.hits.Add(1)
+			c.hits.add(1)
 		}
 	}()
 	for {
@@ -216,7 +239,7 @@ func (c *replayCache) startRunLocked(s jetstream.Stream, k uint64, base *cacheBl
 		c.pending[j] = w
 		waits = append(waits, w)
 	}
-	c.reads.Add(1)
+	c.reads.add(1)
 	// A run up to the stream's end may go on as the tail follower.
 	go c.run(s, c.gen, k, base, blockNeed(end, last), waits, end == blockOf(last))
 	return waits[0]
@@ -305,14 +328,16 @@ func (c *replayCache) run(s jetstream.Stream, gen, k uint64, base *cacheBlock, t
 	c.follow(s, f, rd, carry)
 }
 
-// put publishes a block read under generation gen and wakes its waiters.
+// put publishes a block read under generation gen and wakes its waiters,
+// once it is cached: a woken replay, which reads w without the lock, then
+// finds dws_resume_cache_bytes counting the block it was given.
 func (c *replayCache) put(gen uint64, b *cacheBlock, w *blockWait) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	w.block = b
 	c.deletePendingLocked(b.k, w)
-	close(w.done)
 	c.putLocked(gen, b)
+	close(w.done)
 }
 
 func (c *replayCache) putLocked(gen uint64, b *cacheBlock) {
@@ -322,6 +347,7 @@ func (c *replayCache) putLocked(gen uint64, b *cacheBlock) {
 	c.lru.Remove(b.k) // a partial block this one extends (the callback counts it out)
 	c.lru.Add(b.k, b)
 	c.bytes += b.bytes
+	c.bytesHeld.Add(float64(b.bytes))
 	for c.bytes > c.maxBytes && c.lru.Len() > 0 {
 		c.lru.RemoveOldest() // replays holding it keep it until they finish
 	}
@@ -333,17 +359,48 @@ func (c *replayCache) deletePendingLocked(k uint64, w *blockWait) {
 	}
 }
 
+// Label values of dws_resume_cache_lookups_total and
+// dws_resume_cache_bypasses_total: fixed sets, one series each.
+const (
+	cacheHit         = "hit"
+	cacheMiss        = "miss"
+	bypassTooLarge   = "too_large"
+	bypassReadFailed = "read_failed"
+)
+
+// cacheCount is one of CacheStats' counts and the counter exporting it,
+// moved together where the event happens. The count stays this cache's
+// own; the counter sums every cache sharing a catalogue.
+type cacheCount struct {
+	n atomic.Uint64
+	c prometheus.Counter
+}
+
+func (k *cacheCount) add(n uint64) {
+	if n == 0 {
+		return
+	}
+	k.n.Add(n)
+	k.c.Add(float64(n))
+}
+
 // CacheStats are the replay cache's counts since start: block lookups
 // served from memory (hits) or waiting for a read (misses), the ordered
-// consumers it read with, and how many of them went on following the
-// stream's end.
+// consumers it read with, how many of them went on following the
+// stream's end, and the replays it left to their own consumer because
+// their range was too large for it or its read failed. The same counts
+// are exported as dws_resume_cache_*.
 type CacheStats struct {
 	Hits, Misses, Reads, Follows uint64
+	TooLarge, ReadFailed         uint64
 	Bytes                        int
 }
 
 func (c *replayCache) stats() CacheStats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Reads: c.reads.Load(), Follows: c.follows.Load(), Bytes: c.bytes}
+	return CacheStats{
+		Hits: c.hits.n.Load(), Misses: c.misses.n.Load(), Reads: c.reads.n.Load(), Follows: c.follows.Load(),
+		TooLarge: c.tooLarge.n.Load(), ReadFailed: c.readFailed.n.Load(), Bytes: c.bytes,
+	}
 }

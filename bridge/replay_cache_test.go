@@ -210,6 +210,80 @@ func TestReplayCache_ConcurrentReplaysShareOneRead(t *testing.T) {
 	}
 }
 
+// cacheSeries are the dws_resume_cache_* values of one catalogue.
+type cacheSeries struct {
+	hit, miss, reads, tooLarge, readFailed, bytes float64
+}
+
+func (e *replayEnv) cacheSeries() cacheSeries {
+	m := e.m
+	return cacheSeries{
+		hit:        counter(m.ResumeCacheLookups.WithLabelValues("hit")),
+		miss:       counter(m.ResumeCacheLookups.WithLabelValues("miss")),
+		reads:      counter(m.ResumeCacheReads),
+		tooLarge:   counter(m.ResumeCacheBypasses.WithLabelValues("too_large")),
+		readFailed: counter(m.ResumeCacheBypasses.WithLabelValues("read_failed")),
+		bytes:      gauge(m.ResumeCacheBytes),
+	}
+}
+
+// exports reports whether the series of a catalogue with this one cache
+// are its CacheStats: the metrics say what the cache counted.
+func (s cacheSeries) exports(st CacheStats) bool {
+	return s == cacheSeries{
+		hit: float64(st.Hits), miss: float64(st.Misses), reads: float64(st.Reads),
+		tooLarge: float64(st.TooLarge), readFailed: float64(st.ReadFailed), bytes: float64(st.Bytes),
+	}
+}
+
+// An operator tells a storm served from memory by the cache metrics: a
+// replay of a range no block of which is held misses and reads the
+// stream, one of a held range hits and reads nothing, and one too large
+// for the cache is counted as bypassing it.
+func TestReplayCache_Metrics_HitMissBypass(t *testing.T) {
+	cases := []struct {
+		name       string
+		cacheBytes int
+		warm       bool // the same replay ran once before
+		// The moves of the series by the replay measured.
+		hit, miss, reads, tooLarge float64
+		held                       bool // dws_resume_cache_bytes > 0 after
+	}{
+		{"cold cache misses and reads the stream", 1 << 20, false, 0, 1, 1, 0, true},
+		{"warm cache hits and reads nothing", 1 << 20, true, 1, 0, 0, 0, true},
+		{"range over half the cache bypasses it", 4096, false, 0, 0, 0, 1, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newReplayEnv(t, nil)
+			e.publishRounds(t, 40, chatsA1, "websocket.other.a1.chats") // one block
+			r := e.cachedReplayer(tc.cacheBytes)
+			req := reactor.ReplayRequest{Company: "acme", Agent: "a1", Since: 3}
+			if tc.warm {
+				replayAll(t, r, req)
+			}
+			before := e.cacheSeries()
+			if got, want := replayAll(t, r, req), e.want(3, chatsA1); !slices.Equal(got, want) {
+				t.Fatalf("replayed %v, want %v", got, want)
+			}
+			after := e.cacheSeries()
+			moved := cacheSeries{
+				hit: after.hit - before.hit, miss: after.miss - before.miss, reads: after.reads - before.reads,
+				tooLarge: after.tooLarge - before.tooLarge, readFailed: after.readFailed - before.readFailed,
+			}
+			if want := (cacheSeries{hit: tc.hit, miss: tc.miss, reads: tc.reads, tooLarge: tc.tooLarge}); moved != want {
+				t.Errorf("series moved %+v, want %+v", moved, want)
+			}
+			if (after.bytes > 0) != tc.held {
+				t.Errorf("dws_resume_cache_bytes = %v, want held %v", after.bytes, tc.held)
+			}
+			if st := r.CacheStats(); !after.exports(st) {
+				t.Errorf("series %+v, cache stats %+v", after, st)
+			}
+		})
+	}
+}
+
 func errString(err error) string {
 	if err == nil {
 		return ""
@@ -239,6 +313,9 @@ func TestReplayCache_EvictsUnderTheByteCap(t *testing.T) {
 		if st := r.CacheStats(); st.Bytes > limit || st.Reads == 0 {
 			t.Fatalf("round %d: cache %+v, cap %d", round, st, limit)
 		}
+		// Evicted blocks leave dws_resume_cache_bytes too (eventually: the
+		// tail follower may still be putting what it read).
+		eventually(t, 5*time.Second, "the series export the cache stats", func() bool { return e.cacheSeries().exports(r.CacheStats()) })
 	}
 	r.cache.mu.Lock()
 	_, first := r.cache.lru.Peek(0)
@@ -298,6 +375,8 @@ func TestReplayCache_NewEpoch_DropsTheOldStreamsBlocks(t *testing.T) {
 	if want := e.want(0, chatsA1, msgsX1); !slices.Equal(got, want) {
 		t.Fatalf("new stream: replayed %v, want %v", got, want)
 	}
+	// The purged blocks leave dws_resume_cache_bytes with the cache.
+	eventually(t, 5*time.Second, "the series export the cache stats", func() bool { return e.cacheSeries().exports(r.CacheStats()) })
 }
 
 // too_many counts only the socket's events up to the snapshot, and is

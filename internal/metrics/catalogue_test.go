@@ -91,6 +91,10 @@ var catalogue = []declared{
 	{"dws_resume_events_total", counter, nil, nil, ""},
 	{"dws_resume_duration_seconds", histogram, nil, resumeBuckets, ""},
 	{"dws_resume_waiting", gauge, nil, nil, ""},
+	{"dws_resume_cache_bytes", gauge, nil, nil, ""},
+	{"dws_resume_cache_lookups_total", counter, []string{"result"}, nil, ""},
+	{"dws_resume_cache_reads_total", counter, nil, nil, ""},
+	{"dws_resume_cache_bypasses_total", counter, []string{"reason"}, nil, ""},
 }
 
 // specItems is SPEC §8's "at least" list, item by item.

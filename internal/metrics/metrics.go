@@ -68,6 +68,13 @@ type Metrics struct {
 	ResumeEvents   prometheus.Counter
 	ResumeDuration prometheus.Histogram // replay slot acquired → done
 	ResumeWaiting  prometheus.Gauge     // replays waiting for a slot (resume.max_concurrent)
+
+	// The resume replay cache (resume.cache_bytes): whether a reconnect
+	// storm is served from memory or reads nats.stream.
+	ResumeCacheBytes    prometheus.Gauge
+	ResumeCacheLookups  *prometheus.CounterVec // result=hit|miss
+	ResumeCacheReads    prometheus.Counter
+	ResumeCacheBypasses *prometheus.CounterVec // reason=too_large|read_failed
 }
 
 // New builds the catalogue in a fresh registry, with the Go and process
@@ -117,6 +124,15 @@ func New() *Metrics {
 	// A reconnect storm queues for resume.max_concurrent slots: this is the
 	// queue, so operators see waiting instead of memory growth.
 	m.ResumeWaiting = f.gauge("resume_waiting", "Resume replays waiting for a slot (resume.max_concurrent).")
+	m.ResumeCacheBytes = f.gauge("resume_cache_bytes", "Bytes of nats.stream events the resume replay cache holds (at most resume.cache_bytes).")
+	// A lookup is per block of 256 stream sequences, not per replay: a
+	// storm's replay makes one per block of its range, so the hit share is
+	// the share of its range served from memory.
+	m.ResumeCacheLookups = f.counterVec("resume_cache_lookups_total", "Resume replay cache block lookups by result: hit (held in memory), miss (served by a read of nats.stream: started, in flight, or the tail follower's).", "result")
+	// Reads are what the cache costs JetStream: a storm served from it adds
+	// a few while dws_resumes_total adds thousands.
+	m.ResumeCacheReads = f.counter("resume_cache_reads_total", "Ordered consumers the resume replay cache opened on nats.stream.")
+	m.ResumeCacheBypasses = f.counterVec("resume_cache_bypasses_total", "Resume replays read with their own filtered consumer instead of the cache, by reason: too_large (range over half of resume.cache_bytes), read_failed (the cache's read failed).", "reason")
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
