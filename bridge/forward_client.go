@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -23,7 +24,8 @@ import (
 )
 
 // MetadataRequestID is the gRPC metadata key carrying the request ids of a
-// Push batch, one value per event in order.
+// unary Push batch, one value per event in order. PushStream carries them
+// in Event.request_id only (its metadata is sent once per stream).
 const MetadataRequestID = "x-request-id"
 
 // Batch bounds besides grpc.batch_max. maxBatchBytes keeps a Push far below
@@ -38,7 +40,19 @@ const (
 	reconnectMaxDelay = 5 * time.Second
 )
 
-// ErrClientClosed is returned for pushes after ForwardClient.Close.
+// streamWindow is how many batches may be in flight on one target's
+// stream before the sender waits for an answer. An answer comes back one
+// round trip plus the receiver's Deliver later: ~0.1 ms on an idle pod,
+// 1–4 ms when the machine is starved (perf/cluster-hop-20261206.md). Events
+// arriving meanwhile join the next batch, so the window only has to cover
+// those stalls: at the measured 1.0–1.4 events per batch, 8 batches keep
+// the sender from ever waiting for a round trip, while a broken stream
+// re-sends at most 8 batches (≤ 8 × maxBatchBytes) and the receiver's
+// HTTP/2 buffers hold at most that much unread.
+const streamWindow = 8
+
+// ErrClientClosed is returned for pushes after ForwardClient.Close, and for
+// pushes still queued or in flight when it is called.
 var ErrClientClosed = errors.New("bridge: forward client closed")
 
 // Completion learns the outcome of one forwarded event: how many sockets
@@ -66,12 +80,18 @@ func WithIdleTimeout(d time.Duration) ClientOption {
 }
 
 // ForwardClient pushes events to other pods: one *grpc.ClientConn per pod
-// (keyed by pod_id = host:port), a per-call timeout, exactly one retry on
-// UNAVAILABLE or DEADLINE_EXCEEDED, a circuit breaker per pod, and
-// per-pod batching — while one Push to a pod is in flight, events for it
-// accumulate and leave together (up to grpc.batch_max), so a burst becomes
-// a few RPCs and the order events were pushed in is the order they arrive.
-// Safe for concurrent use.
+// (keyed by pod_id = host:port) carrying one long-lived PushStream, opened
+// lazily. Events for a pod are batched (up to grpc.batch_max and
+// maxBatchBytes) and a batch leaves as soon as the stream has room in its
+// window of streamWindow unanswered batches; answers are matched first-in
+// first-out, so the order events were pushed in is the order they arrive.
+// A batch not answered within grpc.call_timeout of reaching the head of
+// the window (the pod answers in order) breaks the stream; every
+// unanswered batch is re-sent once on a fresh stream (a receiver drops
+// what it already has by seq) and then skipped. A circuit breaker per pod
+// counts stream failures. A pod that answers PushStream with UNIMPLEMENTED
+// predates it and gets unary Push calls, one in flight, with the same
+// retry and breaker. Safe for concurrent use.
 type ForwardClient struct {
 	cfg      config.GRPC
 	m        *metrics.Metrics
@@ -90,8 +110,8 @@ type ForwardClient struct {
 }
 
 // NewForwardClient returns a client pool configured by cfg; m receives
-// dws_grpc_forwards_total, its duration and breaker state changes. Close
-// it when done.
+// dws_grpc_forwards_total (one per batch), its send → answer duration and
+// breaker state changes. Close it when done.
 func NewForwardClient(cfg config.GRPC, m *metrics.Metrics, opts ...ClientOption) *ForwardClient {
 	if cfg.BatchMax <= 0 {
 		cfg.BatchMax = 1
@@ -170,18 +190,14 @@ func (c *ForwardClient) PushAsync(pod string, ev *forwardpb.Event, done Completi
 			continue
 		}
 		t.queue = append(t.queue, queued{ev: ev, done: done})
-		start := !t.running
-		t.running = true
 		t.mu.Unlock()
-		if start {
-			safego.Go(c.ctx, "forward_sender", t.run)
-		}
+		t.signal()
 		return
 	}
 }
 
 // Close closes every connection; queued and in-flight pushes complete with
-// an error.
+// ErrClientClosed (a unary Push being sent, with the error it gets).
 func (c *ForwardClient) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -192,18 +208,21 @@ func (c *ForwardClient) Close() error {
 	ts := c.targets
 	c.targets = map[string]*target{}
 	c.mu.Unlock()
+	// Targets first, then the context: a stream cancelled before its
+	// target is closed would look like a failure of the pod.
+	for _, t := range ts {
+		t.shutdown()
+	}
 	c.cancel()
 	var errs []error
 	for _, t := range ts {
-		t.mu.Lock()
-		t.closed = true
-		t.mu.Unlock()
 		errs = append(errs, t.conn.Close())
 	}
 	return errors.Join(errs...)
 }
 
-// target returns the pod's sender state, dialing lazily.
+// target returns the pod's sender state, dialing lazily and starting its
+// sender.
 func (c *ForwardClient) target(pod string) (*target, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -224,8 +243,9 @@ func (c *ForwardClient) target(pod string) (*target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial pod %s: %w", pod, err)
 	}
-	t := &target{c: c, pod: pod, conn: conn, client: forwardpb.NewForwardClient(conn), lastUsed: time.Now()}
-	t.cb = gobreaker.NewCircuitBreaker[*forwardpb.PushResponse](gobreaker.Settings{
+	t := &target{c: c, pod: pod, conn: conn, client: forwardpb.NewForwardClient(conn),
+		wake: make(chan struct{}, 1), lastUsed: time.Now()}
+	t.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:    pod,
 		Timeout: c.cfg.BreakerOpen,
 		ReadyToTrip: func(n gobreaker.Counts) bool {
@@ -237,6 +257,7 @@ func (c *ForwardClient) target(pod string) (*target, error) {
 		OnStateChange: func(_ string, _, to gobreaker.State) { c.toState[to].Inc() },
 	})
 	c.targets[pod] = t
+	safego.Go(c.ctx, "forward_sender", t.run)
 	return t, nil
 }
 
@@ -250,17 +271,19 @@ func (c *ForwardClient) reapIdle(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
+			var idle []*target
 			c.mu.Lock()
 			for pod, t := range c.targets {
-				t.mu.Lock()
-				if !t.running && len(t.queue) == 0 && now.Sub(t.lastUsed) >= c.idle {
-					t.closed = true
+				if t.idleSince(now, c.idle) {
 					delete(c.targets, pod)
-					_ = t.conn.Close()
+					idle = append(idle, t)
 				}
-				t.mu.Unlock()
 			}
 			c.mu.Unlock()
+			for _, t := range idle {
+				t.shutdown()
+				_ = t.conn.Close()
+			}
 		}
 	}
 }
@@ -270,109 +293,459 @@ type queued struct {
 	done Completion
 }
 
-// target is one pod: its connection, breaker and send queue. At most one
-// sender goroutine runs per target (running), which keeps one Push in
-// flight and the pod's events in order.
+// flight is one batch on its way to the pod: built once, sent on a stream
+// (or by unary Push), and completed exactly once by whoever removes it
+// from the list it is on (the queue, resend, a stream's inflight) under
+// target.mu.
+type flight struct {
+	batch []queued
+	req   *forwardpb.PushRequest // its own: gRPC may read it after Send
+	first time.Time              // first send, for the duration histogram
+	// clock is when its answer deadline (CallTimeout) started: its send,
+	// or when the answer before it was read, if later (restartClock).
+	clock   time.Time
+	retried bool // already re-sent once: the next failure skips it
+}
+
+// pushStream is one PushStream call to a target and the batches it has
+// sent but not yet seen answered.
+type pushStream struct {
+	call   forwardpb.Forward_PushStreamClient
+	cancel context.CancelFunc
+	// timer fires when the oldest unanswered batch is overdue.
+	timer   *time.Timer
+	timeout time.Duration // grpc.call_timeout
+
+	// Guarded by target.mu.
+	inflight []*flight // in send order, at most streamWindow
+	cbDone   func(error)
+	broken   bool
+	// completing: the receiver is telling an answered batch's callers;
+	// the timer is stopped meanwhile and restarted after.
+	completing bool
+}
+
+// target is one pod: its connection, breaker, send queue and stream. One
+// sender goroutine per target (run) builds batches and sends them; one
+// receiver goroutine per open stream (receive) completes them.
 type target struct {
 	c      *ForwardClient
 	pod    string
 	conn   *grpc.ClientConn
 	client forwardpb.ForwardClient
-	cb     *gobreaker.CircuitBreaker[*forwardpb.PushResponse]
+	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
+	// wake holds one token: the queue grew, window room freed, the stream
+	// broke or the target closed. One token is enough because the sender
+	// re-reads all state after waking.
+	wake chan struct{}
 
 	mu       sync.Mutex
 	queue    []queued
-	running  bool
+	resend   []*flight   // unanswered batches of a broken stream; they go first
+	stream   *pushStream // nil until opened, and after it broke
+	unary    bool        // the pod answered PushStream UNIMPLEMENTED
+	busy     bool        // the sender is opening a stream or in a unary Push
 	closed   bool
 	lastUsed time.Time
-
-	// Owned by the running sender only.
-	batch []queued
-	evs   []*forwardpb.Event
-	ids   []string
 }
 
-// run sends batches until the queue is empty, then exits; the next push
-// starts a new sender.
+// signal wakes the sender if it is parked; it never blocks.
+func (t *target) signal() {
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// idleSince reports (and marks closed) a target with nothing queued or in
+// flight and no batch taken for idle.
+func (t *target) idleSince(now time.Time, idle time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.busy || len(t.queue) > 0 || len(t.resend) > 0 || now.Sub(t.lastUsed) < idle ||
+		(t.stream != nil && len(t.stream.inflight) > 0) {
+		return false
+	}
+	t.closed = true
+	return true
+}
+
+// shutdown closes t: its stream ends and everything queued or in flight
+// completes with ErrClientClosed. The sender exits when it wakes.
+func (t *target) shutdown() {
+	t.mu.Lock()
+	t.closed = true
+	fs := t.resend
+	t.resend = nil
+	if st := t.stream; st != nil {
+		t.stream = nil
+		st.broken = true
+		st.timer.Stop()
+		st.cancel()
+		fs = append(fs, st.inflight...)
+		st.inflight = nil
+	}
+	if len(t.queue) > 0 {
+		fs = append(fs, &flight{batch: t.queue})
+		t.queue = nil
+	}
+	t.mu.Unlock()
+	t.signal()
+	for _, f := range fs {
+		t.finish(f, nil, ErrClientClosed, false)
+	}
+}
+
+// run is the sender: it takes batches off the queue and sends them until
+// the target closes. It parks while there is nothing to send or no window
+// room, instead of exiting: a parked goroutine is cheaper to wake than a
+// new one to start for each event (perf/cluster-hop-20261206.md).
 func (t *target) run(ctx context.Context) {
+	waited := false // grpc.batch_wait already spent on the next batch
 	for {
-		if w := t.c.cfg.BatchWait; w > 0 {
+		more := true
+		if !safego.Run(ctx, "forward_send", func() { more = t.step(ctx, &waited) }) {
+			// Completions recover their own panics (finish); whatever
+			// else panicked, the sender lives on for the next batch.
 			t.mu.Lock()
-			short := len(t.queue) < t.c.cfg.BatchMax
+			t.busy = false
 			t.mu.Unlock()
-			if short {
-				time.Sleep(w)
+		}
+		if !more {
+			return
+		}
+	}
+}
+
+// step does one thing: park, wait out batch_wait, open a stream, or send
+// one batch. It reports false when the target is closed.
+func (t *target) step(ctx context.Context, waited *bool) bool {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return false
+	}
+	if len(t.resend) == 0 && len(t.queue) == 0 {
+		t.mu.Unlock()
+		t.park(ctx)
+		return true
+	}
+	if w := t.c.cfg.BatchWait; w > 0 && !*waited && len(t.resend) == 0 && len(t.queue) < t.c.cfg.BatchMax {
+		t.mu.Unlock()
+		*waited = true
+		time.Sleep(w)
+		return true
+	}
+	if t.unary {
+		f := t.nextFlight()
+		t.busy = true
+		t.mu.Unlock()
+		*waited = false
+		resp, breakerOpen, err := t.pushUnary(ctx, f)
+		t.mu.Lock()
+		t.busy = false
+		if err != nil && retryable(err) && !breakerOpen {
+			// The pod went away; it may come back upgraded: probe
+			// PushStream again on the next batch.
+			t.unary = false
+		}
+		t.mu.Unlock()
+		t.finish(f, resp, err, breakerOpen)
+		return true
+	}
+	st := t.stream
+	if st == nil {
+		t.busy = true
+		t.mu.Unlock()
+		st, err := t.open(ctx)
+		t.mu.Lock()
+		t.busy = false
+		if t.closed { // Close completed the queue meanwhile
+			t.mu.Unlock()
+			if st != nil {
+				st.cancel()
 			}
+			return false
+		}
+		if err != nil {
+			fs, breakerOpen := t.openFailed(err)
+			t.mu.Unlock()
+			for _, f := range fs {
+				t.finish(f, nil, err, breakerOpen)
+			}
+			return true
+		}
+		t.stream = st
+		t.mu.Unlock()
+		safego.Go(ctx, "forward_receiver", func(context.Context) { t.receive(st) })
+		return true
+	}
+	if len(st.inflight) >= streamWindow {
+		t.mu.Unlock()
+		t.park(ctx)
+		return true
+	}
+	f := t.nextFlight()
+	f.clock = t.lastUsed
+	if f.first.IsZero() {
+		f.first = f.clock
+	}
+	st.inflight = append(st.inflight, f)
+	if len(st.inflight) == 1 && !st.completing {
+		st.timer.Reset(t.c.cfg.CallTimeout)
+	}
+	t.mu.Unlock()
+	*waited = false
+	// io.EOF means the pod ended the stream; the receiver gets its status
+	// from Recv. Any other error is the client's own and breaks it here.
+	if err := st.call.Send(f.req); err != nil && !errors.Is(err, io.EOF) {
+		t.broke(st, err)
+	}
+	return true
+}
+
+// park waits for a signal or the client's end.
+func (t *target) park(ctx context.Context) {
+	select {
+	case <-t.wake:
+	case <-ctx.Done():
+	}
+}
+
+// nextFlight takes the next batch to send, resends first. Called with
+// t.mu held and work available.
+func (t *target) nextFlight() *flight {
+	t.lastUsed = time.Now()
+	if len(t.resend) > 0 {
+		f := t.resend[0]
+		t.resend[0] = nil
+		t.resend = t.resend[1:]
+		return f
+	}
+	n, size := 0, 0
+	for n < len(t.queue) && n < t.c.cfg.BatchMax {
+		size += len(t.queue[n].ev.Payload)
+		if n > 0 && size > maxBatchBytes {
+			break
+		}
+		n++
+	}
+	f := &flight{batch: make([]queued, n), req: &forwardpb.PushRequest{Events: make([]*forwardpb.Event, n)}}
+	copy(f.batch, t.queue[:n])
+	for i, q := range f.batch {
+		f.req.Events[i] = q.ev
+	}
+	rest := copy(t.queue, t.queue[n:])
+	clear(t.queue[rest:])
+	t.queue = t.queue[:rest]
+	return f
+}
+
+// open starts a PushStream through the breaker. NewStream waits while the
+// connection is being made, so it is bounded by CallTimeout like a call.
+func (t *target) open(ctx context.Context) (*pushStream, error) {
+	done, err := t.cb.Allow()
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	slow := time.AfterFunc(t.c.cfg.CallTimeout, cancel)
+	call, err := t.client.PushStream(sctx)
+	if !slow.Stop() {
+		err = status.Errorf(codes.DeadlineExceeded, "pod %s: no stream within %v", t.pod, t.c.cfg.CallTimeout)
+	}
+	if err != nil {
+		cancel()
+		done(err)
+		return nil, err
+	}
+	st := &pushStream{call: call, cancel: cancel, cbDone: done, timeout: t.c.cfg.CallTimeout}
+	st.timer = time.AfterFunc(time.Hour, func() { t.overdue(st) })
+	st.timer.Stop()
+	return st, nil
+}
+
+// openFailed settles what a failed stream open costs, with t.mu held: the
+// batches waiting for their resend are skipped, or, when none waits, the
+// next batch is charged the attempt (resent once, like a failed call). It
+// returns the flights to complete.
+func (t *target) openFailed(err error) (fs []*flight, breakerOpen bool) {
+	breakerOpen = errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
+	if len(t.resend) == 0 {
+		t.resend = append(t.resend, t.nextFlight())
+	}
+	keep := t.resend[:0]
+	for _, f := range t.resend {
+		if retryable(err) && !breakerOpen && !f.retried {
+			f.retried = true
+			keep = append(keep, f)
+		} else {
+			fs = append(fs, f)
+		}
+	}
+	clear(t.resend[len(keep):])
+	t.resend = keep
+	return fs, breakerOpen
+}
+
+// receive completes the stream's batches as their answers arrive, oldest
+// first, until the stream breaks.
+func (t *target) receive(st *pushStream) {
+	for {
+		resp, err := st.call.Recv()
+		if errors.Is(err, io.EOF) { // the pod ended the stream cleanly
+			err = status.Error(codes.Unavailable, "stream ended by the pod")
+		}
+		if err != nil {
+			t.broke(st, err)
+			return
 		}
 		t.mu.Lock()
-		if len(t.queue) == 0 {
-			t.running = false
-			t.lastUsed = time.Now()
+		if st.broken { // timed out meanwhile: its batches are resent
 			t.mu.Unlock()
 			return
 		}
-		n, size := 0, 0
-		for n < len(t.queue) && n < t.c.cfg.BatchMax {
-			size += len(t.queue[n].ev.Payload)
-			if n > 0 && size > maxBatchBytes {
-				break
-			}
-			n++
+		if len(st.inflight) == 0 {
+			t.mu.Unlock()
+			t.broke(st, status.Error(codes.Internal, "answer without a request"))
+			return
 		}
-		t.batch = append(t.batch[:0], t.queue[:n]...)
-		rest := copy(t.queue, t.queue[n:])
-		clear(t.queue[rest:])
-		t.queue = t.queue[:rest]
+		f := st.inflight[0]
+		n := copy(st.inflight, st.inflight[1:])
+		st.inflight[n] = nil
+		st.inflight = st.inflight[:n]
+		// The clock stops while this goroutine tells the batch's callers:
+		// answers it is too busy to read are no fault of the pod.
+		st.timer.Stop()
+		st.completing = true
+		done := st.cbDone
+		st.cbDone = nil
 		t.mu.Unlock()
-
-		if !safego.Run(ctx, "forward_send", func() { t.send(ctx) }) {
-			t.complete(nil, errors.New("forward: sender panicked"))
+		if done != nil { // the stream works: one success per stream
+			done(nil)
 		}
-		clear(t.batch)
+		t.signal()
+		t.finish(f, resp, nil, false)
+		t.mu.Lock()
+		st.completing = false
+		if !st.broken && len(st.inflight) > 0 {
+			st.restartClock()
+		}
+		t.mu.Unlock()
 	}
 }
 
-// send pushes t.batch once, through the breaker, with at most one retry.
-func (t *target) send(ctx context.Context) {
-	t.evs, t.ids = t.evs[:0], t.ids[:0]
-	for _, q := range t.batch {
-		t.evs = append(t.evs, q.ev)
-		t.ids = append(t.ids, q.ev.RequestId)
+// restartClock starts the answer deadline of the batch now at the head
+// (if its own send is earlier) and arms the timer for it. The pod answers
+// a stream's batches in order, so a batch's time in the pod starts when
+// the one before it was answered and read: without this, a slow but live
+// pod, or a slow completion here, would time out the tail of a full
+// window. Called with target.mu held.
+func (st *pushStream) restartClock() {
+	head := st.inflight[0]
+	if now := time.Now(); now.After(head.clock) {
+		head.clock = now
 	}
-	req := &forwardpb.PushRequest{Events: t.evs}
-	md := metadata.MD{MetadataRequestID: t.ids}
+	st.timer.Reset(time.Until(head.clock.Add(st.timeout)))
+}
 
-	start := time.Now()
-	retried := false
-	resp, err := t.cb.Execute(func() (*forwardpb.PushResponse, error) {
-		resp, err := t.call(ctx, req, md)
-		if retryable(err) && ctx.Err() == nil {
-			retried = true
-			resp, err = t.call(ctx, req, md)
-		}
-		return resp, err
-	})
+// overdue breaks the stream when its oldest batch has waited CallTimeout.
+func (t *target) overdue(st *pushStream) {
+	t.mu.Lock()
+	if st.broken || st.completing || len(st.inflight) == 0 {
+		t.mu.Unlock()
+		return
+	}
+	if d := time.Until(st.inflight[0].clock.Add(t.c.cfg.CallTimeout)); d > 0 { // answered meanwhile
+		st.timer.Reset(d)
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	t.broke(st, status.Errorf(codes.DeadlineExceeded, "no answer within %v", t.c.cfg.CallTimeout))
+}
+
+// broke ends st after err (the first caller wins) and decides the fate of
+// its unanswered batches: after UNIMPLEMENTED (a pod before PushStream)
+// all go again by unary Push; after a transport failure or timeout each
+// is resent once on a fresh stream, ahead of the queue, so order holds;
+// after any other error (the pod refused the stream) they are skipped.
+func (t *target) broke(st *pushStream, err error) {
+	t.mu.Lock()
+	if st.broken {
+		t.mu.Unlock()
+		return
+	}
+	st.broken = true
+	st.timer.Stop()
+	st.cancel()
+	if t.stream == st {
+		t.stream = nil
+	}
+	inflight := st.inflight
+	st.inflight = nil
+	done := st.cbDone
+	st.cbDone = nil
+	var failed, again []*flight
 	switch {
-	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
-		t.c.results["breaker_open"].Inc()
-		err = fmt.Errorf("pod %s: circuit breaker open: %w", t.pod, err)
-	case err != nil:
-		t.c.duration.Observe(time.Since(start).Seconds())
-		t.c.results["failed"].Inc()
-		err = fmt.Errorf("pod %s: push: %w", t.pod, err)
-	default:
-		t.c.duration.Observe(time.Since(start).Seconds())
-		if retried {
-			t.c.results["retried_ok"].Inc()
-		} else {
-			t.c.results["ok"].Inc()
+	case status.Code(err) == codes.Unimplemented:
+		t.unary = true
+		again = inflight
+	case retryable(err):
+		for _, f := range inflight {
+			if f.retried {
+				failed = append(failed, f)
+			} else {
+				f.retried = true
+				again = append(again, f)
+			}
 		}
-		if len(resp.GetAccepted()) != len(t.batch) {
-			err = fmt.Errorf("pod %s: push answered %d counts for %d events", t.pod, len(resp.GetAccepted()), len(t.batch))
-			resp = nil
+	default:
+		failed = inflight
+	}
+	if len(again) > 0 {
+		t.resend = append(again, t.resend...)
+	}
+	t.mu.Unlock()
+
+	switch {
+	case done != nil:
+		done(err)
+	case retryable(err):
+		// The stream had worked (its success is counted); its failure
+		// counts too.
+		if d, aerr := t.cb.Allow(); aerr == nil {
+			d(err)
 		}
 	}
-	t.complete(resp, err)
+	t.signal()
+	for _, f := range failed {
+		t.finish(f, nil, err, false)
+	}
+}
+
+// pushUnary sends f by unary Push through the breaker, retried once on a
+// transport failure unless a broken stream already spent its retry.
+func (t *target) pushUnary(ctx context.Context, f *flight) (resp *forwardpb.PushResponse, breakerOpen bool, err error) {
+	done, err := t.cb.Allow()
+	if err != nil {
+		return nil, true, err
+	}
+	ids := make([]string, len(f.batch))
+	for i, q := range f.batch {
+		ids[i] = q.ev.RequestId
+	}
+	md := metadata.MD{MetadataRequestID: ids}
+	if f.first.IsZero() {
+		f.first = time.Now()
+	}
+	resp, err = t.call(ctx, f.req, md)
+	if retryable(err) && ctx.Err() == nil && !f.retried {
+		f.retried = true
+		resp, err = t.call(ctx, f.req, md)
+	}
+	done(err)
+	return resp, false, err
 }
 
 func (t *target) call(ctx context.Context, req *forwardpb.PushRequest, md metadata.MD) (*forwardpb.PushResponse, error) {
@@ -381,16 +754,55 @@ func (t *target) call(ctx context.Context, req *forwardpb.PushRequest, md metada
 	return t.client.Push(ctx, req)
 }
 
+// finish counts f's outcome and completes its events. A completion that
+// panics is recovered and the rest of the batch still hears: each callback
+// is cleared before it is called, so a retry never calls one twice.
+func (t *target) finish(f *flight, resp *forwardpb.PushResponse, err error, breakerOpen bool) {
+	err = t.count(f, resp, err, breakerOpen)
+	for !safego.Run(t.c.ctx, "forward_complete", func() { t.complete(f, resp, err) }) {
+	}
+}
+
+// count records one batch's outcome in dws_grpc_forwards_total and the
+// duration histogram (first send → answer or failure) and returns the
+// error its callers hear. A batch the client's own Close ended is not the
+// pod's outcome and is not counted.
+func (t *target) count(f *flight, resp *forwardpb.PushResponse, err error, breakerOpen bool) error {
+	switch {
+	case errors.Is(err, ErrClientClosed):
+		return err
+	case breakerOpen:
+		t.c.results["breaker_open"].Inc()
+		return fmt.Errorf("pod %s: circuit breaker open: %w", t.pod, err)
+	case err != nil:
+		if !f.first.IsZero() {
+			t.c.duration.Observe(time.Since(f.first).Seconds())
+		}
+		t.c.results["failed"].Inc()
+		return fmt.Errorf("pod %s: push: %w", t.pod, err)
+	}
+	t.c.duration.Observe(time.Since(f.first).Seconds())
+	if f.retried {
+		t.c.results["retried_ok"].Inc()
+	} else {
+		t.c.results["ok"].Inc()
+	}
+	if len(resp.GetAccepted()) != len(f.batch) {
+		return fmt.Errorf("pod %s: push answered %d counts for %d events", t.pod, len(resp.GetAccepted()), len(f.batch))
+	}
+	return nil
+}
+
 // complete tells every caller of the batch its own outcome.
-func (t *target) complete(resp *forwardpb.PushResponse, err error) {
-	for i, q := range t.batch {
+func (t *target) complete(f *flight, resp *forwardpb.PushResponse, err error) {
+	for i, q := range f.batch {
 		done := q.done
 		if done == nil {
 			continue
 		}
 		// Cleared first: a callback that panics is not called again by
 		// the recovery path, so each caller hears exactly once.
-		t.batch[i].done = nil
+		f.batch[i].done = nil
 		if err != nil {
 			done.Forwarded(t.pod, 0, err)
 		} else {

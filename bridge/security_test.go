@@ -9,6 +9,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -233,7 +235,8 @@ var streamDesc = grpc.ServiceDesc{
 
 func TestForwardServer_BearerToken_StreamsCheckedHealthOpen(t *testing.T) {
 	t.Parallel()
-	addr, _, m := secureServer(t, Security{AuthToken: testToken}, newRecorder(1), func(s *grpc.Server) {
+	rec := newRecorder(1)
+	addr, _, m := secureServer(t, Security{AuthToken: testToken}, rec, func(s *grpc.Server) {
 		var impl any = struct{}{}
 		s.RegisterService(&streamDesc, impl)
 	})
@@ -271,8 +274,31 @@ func TestForwardServer_BearerToken_StreamsCheckedHealthOpen(t *testing.T) {
 	if err := open(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+testToken)); err != nil {
 		t.Fatalf("stream with the token: %v", err)
 	}
-	if v := counter(m.AuthFailures.WithLabelValues(AuthFailureReason)); v != 1 {
-		t.Fatalf("auth failures = %v, want 1 (health calls are not failures)", v)
+
+	// PushStream, the senders' own stream, likewise: the refusal arrives
+	// on the first Recv and the batch sent meanwhile is never delivered.
+	pushStream := func(ctx context.Context) (*forwardpb.PushResponse, error) {
+		st, err := forwardpb.NewForwardClient(conn).PushStream(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := st.Send(&forwardpb.PushRequest{Events: []*forwardpb.Event{validEvent(`{"n":9}`)}}); err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		return st.Recv()
+	}
+	if _, err := pushStream(ctx); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("PushStream without a token: %v, want Unauthenticated", err)
+	}
+	if n := len(rec.snapshot()); n != 0 {
+		t.Fatalf("a refused PushStream delivered %d events", n)
+	}
+	resp, err := pushStream(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+testToken))
+	if err != nil || fmt.Sprint(resp.GetAccepted()) != "[1]" {
+		t.Fatalf("PushStream with the token = %v, %v; want [1]", resp, err)
+	}
+	if v := counter(m.AuthFailures.WithLabelValues(AuthFailureReason)); v != 2 {
+		t.Fatalf("auth failures = %v, want 2 (health calls are not failures)", v)
 	}
 }
 

@@ -185,8 +185,10 @@ func (x *Event) GetSeq() uint64 {
 	return 0
 }
 
-// PushRequest is a batch for one pod, in the order the sender consumed it;
-// the sender keeps one Push in flight per pod, so batches arrive in order.
+// PushRequest is a batch for one pod, in the order the sender consumed it.
+// Batches to one pod arrive in order: on PushStream because one stream is
+// one ordered sequence of messages, on unary Push because the sender keeps
+// one call in flight per pod.
 type PushRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*Event               `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -301,9 +303,11 @@ const file_forward_proto_rawDesc = "" +
 	"\n" +
 	"KIND_CHATS\x10\x01\x12\x11\n" +
 	"\rKIND_MESSAGES\x10\x02\x12\x0f\n" +
-	"\vKIND_AGENTS\x10\x032L\n" +
+	"\vKIND_AGENTS\x10\x032\x99\x01\n" +
 	"\aForward\x12A\n" +
-	"\x04Push\x12\x1b.dws.forward.v1.PushRequest\x1a\x1c.dws.forward.v1.PushResponseB-Z+github.com/dws-gateway/dws/bridge/forwardpbb\x06proto3"
+	"\x04Push\x12\x1b.dws.forward.v1.PushRequest\x1a\x1c.dws.forward.v1.PushResponse\x12K\n" +
+	"\n" +
+	"PushStream\x12\x1b.dws.forward.v1.PushRequest\x1a\x1c.dws.forward.v1.PushResponse(\x010\x01B-Z+github.com/dws-gateway/dws/bridge/forwardpbb\x06proto3"
 
 var (
 	file_forward_proto_rawDescOnce sync.Once
@@ -329,9 +333,11 @@ var file_forward_proto_depIdxs = []int32{
 	0, // 0: dws.forward.v1.Event.kind:type_name -> dws.forward.v1.Kind
 	1, // 1: dws.forward.v1.PushRequest.events:type_name -> dws.forward.v1.Event
 	2, // 2: dws.forward.v1.Forward.Push:input_type -> dws.forward.v1.PushRequest
-	3, // 3: dws.forward.v1.Forward.Push:output_type -> dws.forward.v1.PushResponse
-	3, // [3:4] is the sub-list for method output_type
-	2, // [2:3] is the sub-list for method input_type
+	2, // 3: dws.forward.v1.Forward.PushStream:input_type -> dws.forward.v1.PushRequest
+	3, // 4: dws.forward.v1.Forward.Push:output_type -> dws.forward.v1.PushResponse
+	3, // 5: dws.forward.v1.Forward.PushStream:output_type -> dws.forward.v1.PushResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
 	2, // [2:2] is the sub-list for extension extendee
 	0, // [0:2] is the sub-list for field type_name

@@ -24,7 +24,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Forward_Push_FullMethodName = "/dws.forward.v1.Forward/Push"
+	Forward_Push_FullMethodName       = "/dws.forward.v1.Forward/Push"
+	Forward_PushStream_FullMethodName = "/dws.forward.v1.Forward/PushStream"
 )
 
 // ForwardClient is the client API for Forward service.
@@ -36,7 +37,23 @@ type ForwardClient interface {
 	// Push hands a batch of events to the receiving pod's local sockets. The
 	// request ids of the batch also travel in the metadata key x-request-id
 	// (one value per event, in order) so interceptors and proxies can log them.
+	// Kept for senders that predate PushStream and as the fallback of a new
+	// sender talking to a pod that answers PushStream with UNIMPLEMENTED (a
+	// fleet in the middle of a rolling upgrade).
 	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (*PushResponse, error)
+	// PushStream is the sender's long-lived path: one stream per target pod,
+	// open for as long as the sender uses it. Each PushRequest on it is one
+	// batch, handled exactly like a unary Push, and is answered by exactly
+	// one PushResponse, in request order; the sender may have several
+	// batches in flight and matches answers first-in first-out. The receiver
+	// reads the next request only after answering the previous one. Request
+	// ids travel in Event.request_id only: stream metadata is sent once per
+	// stream, not per batch. Why a stream: a unary call per batch costs a new
+	// HTTP/2 stream, header frames and a server goroutine per batch, and each
+	// small write makes grpc-go's writer yield once before flushing
+	// (perf/cluster-hop-20261206.md); one stream removes the per-call costs
+	// and lets consecutive batches share writes.
+	PushStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PushRequest, PushResponse], error)
 }
 
 type forwardClient struct {
@@ -57,6 +74,19 @@ func (c *forwardClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.
 	return out, nil
 }
 
+func (c *forwardClient) PushStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PushRequest, PushResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Forward_ServiceDesc.Streams[0], Forward_PushStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushRequest, PushResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_PushStreamClient = grpc.BidiStreamingClient[PushRequest, PushResponse]
+
 // ForwardServer is the server API for Forward service.
 // All implementations must embed UnimplementedForwardServer
 // for forward compatibility.
@@ -66,7 +96,23 @@ type ForwardServer interface {
 	// Push hands a batch of events to the receiving pod's local sockets. The
 	// request ids of the batch also travel in the metadata key x-request-id
 	// (one value per event, in order) so interceptors and proxies can log them.
+	// Kept for senders that predate PushStream and as the fallback of a new
+	// sender talking to a pod that answers PushStream with UNIMPLEMENTED (a
+	// fleet in the middle of a rolling upgrade).
 	Push(context.Context, *PushRequest) (*PushResponse, error)
+	// PushStream is the sender's long-lived path: one stream per target pod,
+	// open for as long as the sender uses it. Each PushRequest on it is one
+	// batch, handled exactly like a unary Push, and is answered by exactly
+	// one PushResponse, in request order; the sender may have several
+	// batches in flight and matches answers first-in first-out. The receiver
+	// reads the next request only after answering the previous one. Request
+	// ids travel in Event.request_id only: stream metadata is sent once per
+	// stream, not per batch. Why a stream: a unary call per batch costs a new
+	// HTTP/2 stream, header frames and a server goroutine per batch, and each
+	// small write makes grpc-go's writer yield once before flushing
+	// (perf/cluster-hop-20261206.md); one stream removes the per-call costs
+	// and lets consecutive batches share writes.
+	PushStream(grpc.BidiStreamingServer[PushRequest, PushResponse]) error
 	mustEmbedUnimplementedForwardServer()
 }
 
@@ -79,6 +125,9 @@ type UnimplementedForwardServer struct{}
 
 func (UnimplementedForwardServer) Push(context.Context, *PushRequest) (*PushResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Push not implemented")
+}
+func (UnimplementedForwardServer) PushStream(grpc.BidiStreamingServer[PushRequest, PushResponse]) error {
+	return status.Error(codes.Unimplemented, "method PushStream not implemented")
 }
 func (UnimplementedForwardServer) mustEmbedUnimplementedForwardServer() {}
 func (UnimplementedForwardServer) testEmbeddedByValue()                 {}
@@ -119,6 +168,13 @@ func _Forward_Push_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Forward_PushStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ForwardServer).PushStream(&grpc.GenericServerStream[PushRequest, PushResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Forward_PushStreamServer = grpc.BidiStreamingServer[PushRequest, PushResponse]
+
 // Forward_ServiceDesc is the grpc.ServiceDesc for Forward service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -131,6 +187,13 @@ var Forward_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Forward_Push_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PushStream",
+			Handler:       _Forward_PushStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "forward.proto",
 }
