@@ -29,6 +29,9 @@ type loop struct {
 	mu        sync.Mutex
 	inbox     []task
 	scheduled bool
+	// replays is the low-priority lane (replayLane): replay work posted
+	// since the last drain, run after the inbox.
+	replays []laneTask
 	// backlogged says the loop has sockets in backlog: the ticker then
 	// posts a tick every backlogTick, otherwise only once a wheelTick.
 	// Set on the loop, read by the ticker.
@@ -38,7 +41,8 @@ type loop struct {
 	tickedAt int64
 
 	// Loop-only state.
-	spare   []task // the previous inbox, reused to avoid garbage
+	spare   []task     // the previous inbox, reused to avoid garbage
+	lane    []laneTask // replay work taken from replays, not yet run
 	members map[session.Route]*memberSet
 	dirty   []*conn            // sockets with frames queued this turn
 	backlog map[*conn]struct{} // sockets whose ring waits for the kernel
@@ -92,13 +96,23 @@ func (l *loop) post(t task) bool {
 	if !schedule {
 		return true
 	}
+	return l.schedule()
+}
+
+// schedule asks gnet to run drain. The caller has set l.scheduled. It
+// reports false when the engine is gone; then the inbox and the replay
+// lane are thrown away (see post).
+func (l *loop) schedule() bool {
 	if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
 		l.mu.Lock()
-		lost := l.inbox
-		l.inbox = nil
+		lost, lostLane := l.inbox, l.replays
+		l.inbox, l.replays = nil, nil
 		l.scheduled = false
 		l.mu.Unlock()
 		l.discard(lost, err)
+		for _, t := range lostLane {
+			t(false)
+		}
 		return false
 	}
 	return true
@@ -120,13 +134,19 @@ func (l *loop) discard(lost []task, err error) {
 // exec runs fn on the loop. Safe for concurrent use.
 func (l *loop) exec(fn func()) bool { return l.post(task{fn: fn}) }
 
-// drain runs on the loop: it takes the whole inbox, applies it, then
-// flushes every socket that got frames.
+// drain runs on the loop: it takes the whole inbox, applies it, flushes
+// every socket that got frames, then spends what is left of the turn's
+// budget on the replay lane.
 func (l *loop) drain(context.Context) error {
 	l.mu.Lock()
 	batch := l.inbox
 	l.inbox = l.spare[:0]
 	l.scheduled = false
+	if len(l.replays) > 0 {
+		l.lane = append(l.lane, l.replays...)
+		clear(l.replays)
+		l.replays = l.replays[:0]
+	}
 	l.mu.Unlock()
 
 	for i := range batch {
@@ -140,6 +160,9 @@ func (l *loop) drain(context.Context) error {
 	}
 	l.spare = batch[:0]
 	l.flushDirty()
+	if len(l.lane) > 0 {
+		l.runLane()
+	}
 	return nil
 }
 

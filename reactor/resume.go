@@ -178,7 +178,10 @@ func (s *Server) replay(ctx context.Context, j resumeJob) {
 		for i := range batch {
 			frames[i] = codec.EventFrameSeq(batch[i].Seq, batch[i].Payload)
 		}
-		open, _ := s.onLoop(ctx, c, func() (bool, bool) {
+		// One loop hop per batch: the push answers whether the ring is
+		// over half full, and only then does the replay wait and look
+		// again (paced by the client, not growing memory).
+		open, full := s.onLoop(ctx, c, func() (bool, bool) {
 			if c.state != stOpen || c.ident.replay == nil {
 				return false, false
 			}
@@ -197,50 +200,53 @@ func (s *Server) replay(ctx context.Context, j resumeJob) {
 					s.mx.replayDeliver.Inc()
 				}
 			}
-			return true, false
+			return true, ringHalfFull(c, lim)
 		})
-		if !open {
-			return false
-		}
-		// Pace by the client: wait while its ring is over half full.
-		for {
-			open, full := s.onLoop(ctx, c, func() (bool, bool) {
-				if c.state != stOpen || c.ident.replay == nil {
-					return false, false
-				}
-				lim := s.limits()
-				return true, len(c.ring) > lim.OutboundRingMessages/2 ||
-					c.ringBytes+c.gc.OutboundBuffered() > lim.OutboundRingBytes/2
-			})
-			if !open {
-				return false
-			}
-			if !full {
-				return true
-			}
+		for open && full {
 			select {
 			case <-ctx.Done():
 				return false
 			case <-time.After(replayPace):
 			}
+			open, full = s.onLoop(ctx, c, func() (bool, bool) {
+				if c.state != stOpen || c.ident.replay == nil {
+					return false, false
+				}
+				return true, ringHalfFull(c, s.limits())
+			})
 		}
+		return open
 	}
 	resync, err := s.opts.Replayer.Replay(ctx, j.req, emit)
 	if err != nil {
 		logx.L().Warn("resume failed; the socket continues with live events", "err", err.Error())
 	}
-	c.lp.exec(func() { s.endReplay(c, resync) })
+	// On the lane, behind the batches it ends.
+	c.lp.postLane(func(ok bool) {
+		if ok {
+			s.endReplay(c, resync)
+		}
+	})
 }
 
-// onLoop runs fn on c's loop and waits for its answer; open is false when
-// the loop is gone or ctx ended.
+// ringHalfFull reports whether c's outbound budget is over half used: a
+// replay then waits for the client to read. On loop.
+func ringHalfFull(c *conn, lim *Limits) bool {
+	return len(c.ring) > lim.OutboundRingMessages/2 ||
+		c.ringBytes+c.gc.OutboundBuffered() > lim.OutboundRingBytes/2
+}
+
+// onLoop runs fn on c's loop's replay lane and waits for its answer; open
+// is false when the loop is gone or ctx ended.
 func (s *Server) onLoop(ctx context.Context, c *conn, fn func() (open, full bool)) (open, full bool) {
 	type answer struct{ open, full bool }
 	done := make(chan answer, 1)
-	if !c.lp.exec(func() {
+	if !c.lp.postLane(func(ok bool) {
 		a := answer{}
 		defer func() { done <- a }() // even if fn panics
-		a.open, a.full = fn()
+		if ok {
+			a.open, a.full = fn()
+		}
 	}) {
 		return false, false
 	}
