@@ -37,6 +37,12 @@ func TestRecovery_RedisLostData_PodsFailsUntilEveryPodReregistered(t *testing.T)
 			t.Parallel()
 			proc := startRedisProc(t)
 			optA, optB := fastOptions("pod-a", ""), fastOptions("pod-b", "")
+			// The recovery window is one refresh plus max(refresh/2,
+			// OpTimeout) of slack for a late refresher; under -race on a
+			// loaded 2-core CI machine a tick was once >500 ms late and
+			// pod-b re-registered after the window closed. The slack is
+			// what this test does not measure, so it is generous here.
+			optA.OpTimeout, optB.OpTimeout = 2*time.Second, 2*time.Second
 			a := startStore(t, newClient(t, proc.addr()), optA)
 			b := startStore(t, newClient(t, proc.addr()), optB)
 			if tt.cluster {

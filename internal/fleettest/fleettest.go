@@ -11,6 +11,7 @@ package fleettest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -66,20 +67,69 @@ func spawn(bin, dir string, args []string) (cmd *exec.Cmd, exited chan struct{},
 }
 
 func (p *proc) start() error {
-	cmd, _, err := spawn(RedisServerBin, p.dir, p.args)
+	cmd, exited, err := spawn(RedisServerBin, p.dir, p.args)
 	if err != nil {
 		return fmt.Errorf("%s: %w (install redis-server 7)", RedisServerBin, err)
 	}
 	p.mu.Lock()
 	p.cmd = cmd
 	p.mu.Unlock()
-	return waitFor(startTimeout, "redis on "+p.addr()+" answering PING", func() bool {
+	err = waitFor(startTimeout, "redis on "+p.addr()+" answering PING", func() bool {
+		select {
+		case <-exited: // stop waiting: it will never answer
+			return true
+		default:
+		}
 		c := redis.NewClient(&redis.Options{Addr: p.addr(), MaxRetries: -1, DialTimeout: 200 * time.Millisecond})
 		defer c.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 		defer cancel()
 		return c.Ping(ctx).Err() == nil
 	})
+	select {
+	case <-exited:
+		log, _ := os.ReadFile(filepath.Join(p.dir, "server.log"))
+		return &exitedError{addr: p.addr(), log: string(log)}
+	default:
+	}
+	return err
+}
+
+// exitedError is a server that exited before answering, most often
+// because another process took its port between freePorts and the start.
+type exitedError struct{ addr, log string }
+
+func (e *exitedError) Error() string {
+	log := e.log
+	if len(log) > 2000 {
+		log = log[len(log)-2000:]
+	}
+	return "redis on " + e.addr + " exited before answering PING; its log ends:\n" + log
+}
+
+// startOnFreePort starts the proc mk builds for a port from freePorts,
+// trying another port when the server exits at start (its port was taken
+// since it was found free): the tests of a package run in parallel and
+// their clients take ephemeral ports all the time.
+func startOnFreePort(withBus bool, mk func(port int) (*proc, error)) (*proc, error) {
+	var last error
+	for range 3 {
+		ports, err := freePorts(1, withBus)
+		if err != nil {
+			return nil, err
+		}
+		p, err := mk(ports[0])
+		if err != nil {
+			return nil, err
+		}
+		err = p.start()
+		var ex *exitedError
+		if !errors.As(err, &ex) {
+			return p, err
+		}
+		last = err
+	}
+	return nil, last
 }
 
 // kill stops the process abruptly (SIGKILL); a stopped process is left.
@@ -131,22 +181,19 @@ func startIn[T interface {
 // per node); the caller calls Stop. On error the nodes started so far are
 // returned too, for Stop.
 func NewCluster(dir string) (*Cluster, error) {
-	ports, err := freePorts(3, true)
-	if err != nil {
-		return nil, err
-	}
 	c := &Cluster{}
-	for _, port := range ports {
-		d := filepath.Join(dir, "cluster-"+strconv.Itoa(port))
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return c, err
+	for range 3 {
+		p, err := startOnFreePort(true, func(port int) (*proc, error) {
+			d := filepath.Join(dir, "cluster-"+strconv.Itoa(port))
+			return &proc{port: port, dir: d, args: append(baseArgs(port, d),
+				"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+				"--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "yes")}, os.MkdirAll(d, 0o755)
+		})
+		if p != nil {
+			c.procs = append(c.procs, p)
+			c.Addrs = append(c.Addrs, p.addr())
 		}
-		p := &proc{port: port, dir: d, args: append(baseArgs(port, d),
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "yes")}
-		c.procs = append(c.procs, p)
-		c.Addrs = append(c.Addrs, p.addr())
-		if err := p.start(); err != nil {
+		if err != nil {
 			return c, err
 		}
 	}
@@ -220,24 +267,25 @@ func StartSentinel(t testing.TB) *Sentinel {
 
 // NewSentinel is StartSentinel outside a test; the caller calls Stop.
 func NewSentinel(dir string) (*Sentinel, error) {
-	ports, err := freePorts(5, false)
-	if err != nil {
-		return nil, err
-	}
 	s := &Sentinel{MasterName: "mymaster"}
-	for i, port := range ports[:2] {
-		d := filepath.Join(dir, "redis-"+strconv.Itoa(port))
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return s, err
+	masterPort := 0
+	for i := range 2 {
+		p, err := startOnFreePort(false, func(port int) (*proc, error) {
+			d := filepath.Join(dir, "redis-"+strconv.Itoa(port))
+			args := baseArgs(port, d)
+			if i == 1 {
+				args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(masterPort))
+			}
+			return &proc{port: port, dir: d, args: args}, os.MkdirAll(d, 0o755)
+		})
+		if p != nil {
+			s.servers = append(s.servers, p)
+			s.ServerAddrs = append(s.ServerAddrs, p.addr())
+			if i == 0 {
+				masterPort = p.port
+			}
 		}
-		args := baseArgs(port, d)
-		if i == 1 {
-			args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(ports[0]))
-		}
-		p := &proc{port: port, dir: d, args: args}
-		s.servers = append(s.servers, p)
-		s.ServerAddrs = append(s.ServerAddrs, p.addr())
-		if err := p.start(); err != nil {
+		if err != nil {
 			return s, err
 		}
 	}
@@ -246,25 +294,26 @@ func NewSentinel(dir string) (*Sentinel, error) {
 	}); err != nil {
 		return s, err
 	}
-	for _, port := range ports[2:] {
-		d := filepath.Join(dir, "sentinel-"+strconv.Itoa(port))
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return s, err
+	for range 3 {
+		p, err := startOnFreePort(false, func(port int) (*proc, error) {
+			d := filepath.Join(dir, "sentinel-"+strconv.Itoa(port))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return nil, err
+			}
+			conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
+				"sentinel monitor %s 127.0.0.1 %d 2\n"+
+				"sentinel down-after-milliseconds %s %d\n"+
+				"sentinel failover-timeout %s 10000\n"+
+				"sentinel parallel-syncs %s 1\n",
+				port, d, s.MasterName, masterPort, s.MasterName, DownAfter.Milliseconds(), s.MasterName, s.MasterName)
+			file := filepath.Join(d, "sentinel.conf")
+			return &proc{port: port, dir: d, args: []string{file, "--sentinel"}}, os.WriteFile(file, []byte(conf), 0o644)
+		})
+		if p != nil {
+			s.sentinels = append(s.sentinels, p)
+			s.SentinelAddrs = append(s.SentinelAddrs, p.addr())
 		}
-		conf := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\n"+
-			"sentinel monitor %s 127.0.0.1 %d 2\n"+
-			"sentinel down-after-milliseconds %s %d\n"+
-			"sentinel failover-timeout %s 10000\n"+
-			"sentinel parallel-syncs %s 1\n",
-			port, d, s.MasterName, ports[0], s.MasterName, DownAfter.Milliseconds(), s.MasterName, s.MasterName)
-		file := filepath.Join(d, "sentinel.conf")
-		if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
-			return s, err
-		}
-		p := &proc{port: port, dir: d, args: []string{file, "--sentinel"}}
-		s.sentinels = append(s.sentinels, p)
-		s.SentinelAddrs = append(s.SentinelAddrs, p.addr())
-		if err := p.start(); err != nil {
+		if err != nil {
 			return s, err
 		}
 	}
