@@ -67,9 +67,10 @@ type ClusterHop struct {
 	// Error tells why there is no split (no ownership readable: a server
 	// before issue 10).
 	Error string `json:"error,omitempty"`
-	// Push is the pods' gRPC Push calls over the step
-	// (dws_grpc_forward_duration_seconds, the sender's view: queue to
-	// reply, the remote's Deliver included), live pods only.
+	// Push is the batches the pods forwarded over the step, on a
+	// PushStream or by unary Push (dws_grpc_forward_duration_seconds, the
+	// sender's view: first send to answer, the remote's Deliver included),
+	// live pods only.
 	Push PushFigures `json:"push"`
 	// LocalHDR and ForwardedHDR are the two histograms, for plots.
 	LocalHDR     string `json:"local_hdr,omitempty"`
@@ -368,7 +369,7 @@ func writeClusterHop(b *strings.Builder, h *ClusterHop) {
 			}
 			return fmt.Sprintf("≤ %g ms", v)
 		}
-		p(" The pods made %.0f gRPC Push calls (dws_grpc_forward_duration_seconds: mean %.2f ms, p50 %s, p99 %s; the sender's view, reply included).",
+		p(" The pods forwarded %.0f batches over gRPC (PushStream sends or unary Push calls; dws_grpc_forward_duration_seconds: mean %.2f ms, p50 %s, p99 %s; the sender's view, answer included).",
 			c.Calls, c.MeanMs, le(c.P50Ms), le(c.P99Ms))
 	}
 	p(" %d of %d partitions kept one owner at all %d reads of the pods' /ready (before the warm-up, every 500 ms, after the drain)",
@@ -387,9 +388,10 @@ func writeClusterHop(b *strings.Builder, h *ClusterHop) {
 }
 
 // PushFigures summarise dws_grpc_forward_duration_seconds over the step:
-// Calls Push RPCs, MeanMs their mean, P50Ms and P99Ms the upper bounds of
-// the buckets holding those quantiles (the histogram's resolution: each
-// bucket doubles); -1 when above the last finite bucket.
+// Calls forwarded batches (PushStream sends or unary Push calls), MeanMs
+// their mean, P50Ms and P99Ms the upper bounds of the buckets holding
+// those quantiles (the histogram's resolution: each bucket doubles); -1
+// when above the last finite bucket.
 type PushFigures struct {
 	Calls  float64 `json:"calls"`
 	MeanMs float64 `json:"mean_ms"`
@@ -399,7 +401,7 @@ type PushFigures struct {
 
 const pushHist = "dws_grpc_forward_duration_seconds"
 
-// pushFigures reads the Push duration histogram's increase over the step,
+// pushFigures reads the forward duration histogram's increase over the step,
 // summed over the pods scraped at both ends.
 func pushFigures(m0, m1 []Metrics) PushFigures {
 	buckets := map[float64]float64{}

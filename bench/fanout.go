@@ -400,7 +400,7 @@ func (rep *FanoutReport) Markdown() string {
 	if c := rep.CrossPod; c != nil {
 		p("## Cross-pod hop (same run, half step)\n\n| path | p50 | p99 |\n| --- | --- | --- |\n")
 		p("| local (pod A consumed) | %s | %s |\n| cross (pod B consumed, gRPC to A) | %s | %s |\n\n", ms(c.LocalP50Us), ms(c.LocalP99Us), ms(c.CrossP50Us), ms(c.CrossP99Us))
-		p("Added p99: **%s**. Pod B made %.0f gRPC Push calls; pod A delivered %.0f frames that came over them (two brokers, the layout from before partitions: `dws-bench cluster` measures the hop as deployed).\n\n",
+		p("Added p99: **%s**. Pod B forwarded %.0f batches over gRPC (PushStream sends or unary Push calls); pod A delivered %.0f frames that came in them (two brokers, the layout from before partitions: `dws-bench cluster` measures the hop as deployed).\n\n",
 			ms(c.AddedP99Us), c.PodBForwards, c.ForwardedIntoA)
 	}
 	writeLossAndChecks(&b, rep.Loss, rep.Publish, rep.Checks, rep.Errors, rep.CloseCodes, rep.Metrics)

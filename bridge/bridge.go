@@ -158,6 +158,7 @@ func (b *Bridge) Start(ctx context.Context) error {
 	b.set = newPartitionSet(base, b.js, b.layout, b.disp, b.o.NATS.AckWait, pending, fetch)
 	m := b.o.Metrics
 	b.set.queued = m.DispatchQueueDepth
+	b.set.rewinds = m.PartitionRewinds
 	b.set.onTakeover = func(p int, had uint64) {
 		m.PartitionTakeoverPending.Add(float64(had))
 		logx.From(base).Info("partition taken over with events pending", "partition", p, "pending", had)

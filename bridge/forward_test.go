@@ -847,7 +847,7 @@ func TestForwardClient_PodWithoutPushStream_FallsBackToUnaryPush(t *testing.T) {
 		t.Fatalf("%d PushStream attempts, want 1", meter.opens.Load())
 	}
 	if ok, calls := counter(m.GRPCForwards.WithLabelValues("ok")), old.calls.Load(); ok != float64(calls) {
-		t.Fatalf("forwards{ok} = %v, want one per Push call (%d)", ok, calls)
+		t.Fatalf("forwards{ok} = %v, want one per forwarded batch, here each a unary Push call (%d)", ok, calls)
 	}
 	for _, r := range []string{"retried_ok", "failed", "breaker_open"} {
 		if v := counter(m.GRPCForwards.WithLabelValues(r)); v != 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dws-gateway/dws/internal/logx"
 	"github.com/dws-gateway/dws/internal/safego"
@@ -46,6 +47,9 @@ type partitionSet struct {
 	// queued follows the messages fetched and waiting for their
 	// partition's worker (dws_dispatch_queue_depth); optional.
 	queued interface{ Add(float64) }
+	// rewinds counts consumers rewound after lost deliveries
+	// (dws_partition_rewinds_total{how=reset|recreate}); optional.
+	rewinds *prometheus.CounterVec
 
 	mu      sync.Mutex
 	running map[int]*partitionWorker
@@ -182,7 +186,8 @@ var errNoReset = errors.New("nats-server without consumer reset")
 // ack floor does it in one request to the consumer's leader, so it
 // completes as soon as the consumer has a leader; older servers get the
 // consumer recreated, which also needs the meta leader and elects a new
-// Raft group (seconds on a loaded cluster). It returns nil when ctx ended
+// Raft group (seconds on a loaded cluster). A rewind done is counted in
+// dws_partition_rewinds_total by how. It returns nil when ctx ended
 // or the consumer is no longer this worker's: then it stops the worker,
 // as a "consumer deleted" does.
 func (w *partitionWorker) rewind(ctx context.Context, cons jetstream.Consumer) jetstream.Consumer {
@@ -191,9 +196,13 @@ func (w *partitionWorker) rewind(ctx context.Context, cons jetstream.Consumer) j
 		err := w.reset(ctx, cons, created)
 		switch {
 		case err == nil:
+			w.set.countRewind("reset")
 			return cons
 		case errors.Is(err, errNoReset):
-			return w.takeOverRetrying(ctx, true)
+			if cons = w.takeOverRetrying(ctx, true); cons != nil {
+				w.set.countRewind("recreate")
+			}
+			return cons
 		case errors.Is(err, errNotOurs):
 			logx.From(ctx).Warn("partition consumer recreated by a new owner; stopping", "partition", w.p)
 			w.cancel()
@@ -229,6 +238,13 @@ func (w *partitionWorker) reset(ctx context.Context, cons jetstream.Consumer, cr
 	}
 	_, err = w.set.js.ResetConsumer(opCtx, w.set.layout.Stream(), info.Name)
 	return err
+}
+
+// countRewind counts one rewind done by how (reset or recreate).
+func (s *partitionSet) countRewind(how string) {
+	if s.rewinds != nil {
+		s.rewinds.WithLabelValues(how).Inc()
+	}
 }
 
 // canReset reports whether the server this pod is connected to has the

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/dws-gateway/dws/internal/config"
+	"github.com/dws-gateway/dws/internal/metrics"
 )
 
 // partRecorder is an orderedHandler that keeps what one "pod" processed per
@@ -271,6 +272,7 @@ func testDeliveriesLostOnTheWay(t *testing.T, noReset bool) {
 	// events must not be what brings them back in order.
 	s := newPartitionSet(ctx, newJS(t, nc), rig.layout, sockets, 5*time.Second, 1000, 64)
 	s.noReset = noReset
+	s.rewinds = metrics.New().PartitionRewinds
 	t.Cleanup(s.StopAll)
 	s.Start(0)
 	pending := func() (int, int) {
@@ -311,6 +313,14 @@ func testDeliveriesLostOnTheWay(t *testing.T, noReset bool) {
 		sockets.mu.Lock()
 		t.Logf("%d events came after newer ones and were dropped as a socket drops them", sockets.dropped)
 		sockets.mu.Unlock()
+	}
+	// The rewind is what brought them back in order: count it.
+	how := "reset"
+	if noReset {
+		how = "recreate"
+	}
+	if n := counter(s.rewinds.WithLabelValues(how)); n < 1 {
+		t.Errorf("dws_partition_rewinds_total{how=%q} = %v, want >= 1", how, n)
 	}
 }
 

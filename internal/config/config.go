@@ -180,7 +180,7 @@ type GRPC struct {
 	TLSCertFile     string        `koanf:"tls_cert_file" doc:"PEM certificate of this pod's gRPC server, also presented as client certificate to peers; empty = plaintext."`
 	TLSKeyFile      string        `koanf:"tls_key_file" doc:"PEM private key of grpc.tls_cert_file."`
 	TLSCAFile       string        `koanf:"tls_ca_file" doc:"PEM CA bundle that verifies peers; with it the server requires client certificates (mutual TLS)."`
-	CallTimeout     time.Duration `koanf:"call_timeout" default:"2s" doc:"Timeout of one Push call."`
+	CallTimeout     time.Duration `koanf:"call_timeout" default:"2s" doc:"Timeout of one forwarded batch: its PushStream answer, or a unary Push call."`
 	BatchMax        int           `koanf:"batch_max" default:"128" doc:"Messages per Push batch to one pod."`
 	BatchWait       time.Duration `koanf:"batch_wait" default:"0s" doc:"How long a batch waits to fill; 0 = flush when idle."`
 	BreakerFailures int           `koanf:"breaker_failures" default:"5" doc:"Consecutive failures that open a target's circuit breaker."`

@@ -87,6 +87,7 @@ var catalogue = []declared{
 	{"dws_partition_takeover_seconds", histogram, nil, latencyBuckets, ""},
 	{"dws_partition_takeover_pending_total", counter, nil, nil, ""},
 	{"dws_partition_source_restarts_total", counter, []string{"result"}, nil, ""},
+	{"dws_partition_rewinds_total", counter, []string{"how"}, nil, ""},
 	{"dws_resumes_total", counter, []string{"result"}, nil, ""},
 	{"dws_resume_events_total", counter, nil, nil, ""},
 	{"dws_resume_duration_seconds", histogram, nil, resumeBuckets, ""},

@@ -62,6 +62,7 @@ type Metrics struct {
 	PartitionTakeover        prometheus.Histogram   // consumer recreate on acquire
 	PartitionTakeoverPending prometheus.Counter     // unacked events a previous owner left
 	PartitionSourceRestarts  *prometheus.CounterVec // result=stepped_down|refused
+	PartitionRewinds         *prometheus.CounterVec // how=reset|recreate
 
 	// Resume after reconnect (SPEC §5a).
 	Resumes        *prometheus.CounterVec // result=replayed|too_old|epoch_changed|too_many|failed
@@ -99,8 +100,8 @@ func New() *Metrics {
 	m.FanoutLatency = f.hist("fanout_latency_seconds", "NATS publish time to socket write.", fastBuckets)
 	m.Acks = f.counterVec("nats_acks_total", "JetStream acknowledgements by result and reason.", "result", "reason")
 	m.DispatchQueueDepth = f.gauge("dispatch_queue_depth", "Messages waiting for a dispatcher worker.")
-	m.GRPCForwards = f.counterVec("grpc_forwards_total", "gRPC Push calls to other pods by result.", "result")
-	m.GRPCForwardDuration = f.hist("grpc_forward_duration_seconds", "Duration of gRPC Push calls.", fastBuckets)
+	m.GRPCForwards = f.counterVec("grpc_forwards_total", "Event batches forwarded to other pods (PushStream sends or unary Push calls), by result.", "result")
+	m.GRPCForwardDuration = f.hist("grpc_forward_duration_seconds", "Duration of forwarded batches, first send to answer or failure (PushStream or unary Push).", fastBuckets)
 	m.BreakerStateChanges = f.counterVec("circuit_breaker_state_changes_total", "Per-target circuit breaker transitions.", "to")
 	m.OutboundRingBytes = f.gauge("outbound_ring_bytes", "Bytes queued in all outbound rings.")
 	m.SlowConsumerCloses = f.counter("slow_consumer_closes_total", "Sockets closed 4408 slow-consumer.")
@@ -118,6 +119,10 @@ func New() *Metrics {
 	m.PartitionTakeover = f.hist("partition_takeover_seconds", "Time from acquiring a partition to consuming it (consumer recreated at the oldest unacked event).", fastBuckets)
 	m.PartitionTakeoverPending = f.counter("partition_takeover_pending_total", "Events a previous owner had pulled and not acked when this pod took their partition over.")
 	m.PartitionSourceRestarts = f.counterVec("partition_source_restarts_total", "Stalled copies of nats.stream into the partition stream restarted by a leader step-down (JetStream cluster), by result.", "result")
+	// A rewind follows deliveries lost between NATS and this pod (a killed
+	// server, a slow-consumer drop); no event is lost, but its partition
+	// is delivered again from the oldest unacked event.
+	m.PartitionRewinds = f.counterVec("partition_rewinds_total", "Partition consumers rewound to their oldest unacked event after a gap in their delivery sequence (deliveries lost on the way), by how: reset (consumer reset, nats-server >= 2.14) or recreate (older servers).", "how")
 	m.Resumes = f.counterVec("resumes_total", "Resume replays by result: replayed, or the resync reason (too_old, epoch_changed, too_many), or failed.", "result")
 	m.ResumeEvents = f.counter("resume_events_total", "Events replayed to resuming sockets.")
 	m.ResumeDuration = f.hist("resume_duration_seconds", "Resume replays from slot acquired to done.", ResumeBuckets)
