@@ -4,10 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -392,61 +389,13 @@ func writeClusterHop(b *strings.Builder, h *ClusterHop) {
 // their mean, P50Ms and P99Ms the upper bounds of the buckets holding
 // those quantiles (the histogram's resolution: each bucket doubles); -1
 // when above the last finite bucket.
-type PushFigures struct {
-	Calls  float64 `json:"calls"`
-	MeanMs float64 `json:"mean_ms"`
-	P50Ms  float64 `json:"p50_le_ms"`
-	P99Ms  float64 `json:"p99_le_ms"`
-}
+type PushFigures = HistFigures
 
-const pushHist = "dws_grpc_forward_duration_seconds"
+const (
+	pushHist   = "dws_grpc_forward_duration_seconds"
+	fanoutHist = "dws_fanout_latency_seconds"
+)
 
 // pushFigures reads the forward duration histogram's increase over the step,
 // summed over the pods scraped at both ends.
-func pushFigures(m0, m1 []Metrics) PushFigures {
-	buckets := map[float64]float64{}
-	var f PushFigures
-	var sum float64
-	for i, m := range m1 {
-		if m == nil || i >= len(m0) || m0[i] == nil {
-			continue
-		}
-		for k, v := range m {
-			le, ok := strings.CutPrefix(k, pushHist+`_bucket{le="`)
-			if !ok {
-				continue
-			}
-			b, err := strconv.ParseFloat(strings.TrimSuffix(le, `"}`), 64)
-			if err != nil {
-				continue
-			}
-			buckets[b] += v - m0[i][k]
-		}
-		f.Calls += m[pushHist+"_count"] - m0[i][pushHist+"_count"]
-		sum += m[pushHist+"_sum"] - m0[i][pushHist+"_sum"]
-	}
-	if f.Calls <= 0 {
-		return PushFigures{}
-	}
-	f.MeanMs = 1000 * sum / f.Calls
-	les := slices.Sorted(func(yield func(float64) bool) {
-		for b := range buckets {
-			if !yield(b) {
-				return
-			}
-		}
-	})
-	at := func(q float64) float64 {
-		for _, b := range les {
-			if buckets[b] >= q*f.Calls {
-				if math.IsInf(b, 1) {
-					return -1
-				}
-				return 1000 * b
-			}
-		}
-		return -1
-	}
-	f.P50Ms, f.P99Ms = at(0.5), at(0.99)
-	return f
-}
+func pushFigures(m0, m1 []Metrics) PushFigures { return histFigures(pushHist, m0, m1) }

@@ -336,15 +336,36 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 		srcs = append(srcs, a)
 		a = a.Next()
 	}
-	eng, err := client.New(client.Config{
-		Server: pod.WS, Sources: srcs, Target: r.target, Loops: loops, Text: r.onText,
-		Handler: client.Funcs{Open: r.onOpen, Event: r.onEvent, Close: r.onClose},
-	})
+	// The untouched sockets get an engine of their own: on the resumed
+	// sockets' loops, their live frames would wait behind the 100 replayed
+	// frames each resumed socket reads in the storm — the bench's own
+	// head-of-line blocking, not the server's. Both engines share the
+	// process and its CPUs.
+	newEngine := func(loops int) (*client.Engine, error) {
+		return client.New(client.Config{
+			Server: pod.WS, Sources: srcs, Target: r.target, Loops: loops, Text: r.onText,
+			Handler: client.Funcs{Open: r.onOpen, Event: r.onEvent, Close: r.onClose},
+		})
+	}
+	eng, err := newEngine(loops)
 	if err != nil {
+		return nil, err
+	}
+	liveEng, err := newEngine(1)
+	if err != nil {
+		eng.Stop()
 		return nil, err
 	}
 	eng.Start()
 	defer eng.Stop()
+	liveEng.Start()
+	defer liveEng.Stop()
+	engOf := func(id int) *client.Engine {
+		if dropsNow(id, cfg.Groups, cfg.Fraction, sizes[id%cfg.Groups]) {
+			return eng
+		}
+		return liveEng
+	}
 
 	rep := &ResumeReport{Scenario: "resume", StartedAt: time.Now().UTC(), Command: cfg.Command, Machine: describeMachine(),
 		Config: ResumeSettings{Sockets: cfg.Sockets, Groups: cfg.Groups, Rate: cfg.Rate, Fraction: cfg.Fraction,
@@ -373,7 +394,7 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 			}
 			if cfg.Progress != nil && i%10 == 9 {
 				fmt.Fprintf(cfg.Progress, "resume: %-10s open %d, caught up %d, resyncs %d, server closes %d\n", *phase.Load(),
-					eng.Connected(), r.sum(func(s *resumeShard) int64 { return s.caught }),
+					eng.Connected()+liveEng.Connected(), r.sum(func(s *resumeShard) int64 { return s.caught }),
 					r.sum(func(s *resumeShard) int64 {
 						var n int64
 						for _, v := range s.resyncs {
@@ -393,7 +414,7 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 				return nil, err
 			}
 		}
-		eng.Dial(i)
+		engOf(i).Dial(i)
 	}
 	if err := waitUntil(ctx, 60*time.Second, func() bool { return opened() >= int64(cfg.Sockets) }); err != nil {
 		rep.Notes = append(rep.Notes, "ramp: not every socket opened within 60 s")
@@ -596,6 +617,8 @@ func RunResume(ctx context.Context, cfg ResumeConfig) (*ResumeReport, error) {
 	}
 	rep.LiveBefore, rep.LiveStorm = Summarize(before), Summarize(storm)
 	rep.P99Ratio = p99Ratio(rep.LiveBefore, rep.LiveStorm)
+	rep.ServerLiveBefore = histFigures(fanoutHist, []Metrics{m0}, []Metrics{m1})
+	rep.ServerLiveStorm = histFigures(fanoutHist, []Metrics{m2}, []Metrics{m3})
 	live := func(m Metrics) float64 {
 		return m.Get("dws_deliveries_total", `path="local"`) + m.Get("dws_deliveries_total", `path="forwarded"`)
 	}

@@ -48,6 +48,11 @@ type ResumeReport struct {
 	LiveBefore Latency   `json:"live_before"`
 	LiveStorm  Latency   `json:"live_storm"`
 	P99Ratio   float64   `json:"live_p99_ratio"`
+	// The server's view of the same windows: dws_fanout_latency_seconds
+	// (NATS publish → socket written, once per live event and loop), which
+	// leaves out the clients' share of the machine and their reading.
+	ServerLiveBefore HistFigures `json:"server_live_before"`
+	ServerLiveStorm  HistFigures `json:"server_live_storm"`
 	CPU        ResumeCPU `json:"cpu"`
 	// RSS of the server: at the end of the baseline, and the peak of the
 	// run (sampled every 100 ms).
@@ -294,6 +299,16 @@ func (r *ResumeReport) Markdown() string {
 	p("| untouched live p50 / p99 before | %s / %s (%d frames) |\n", ms(r.LiveBefore.P50Us), ms(r.LiveBefore.P99Us), r.LiveBefore.Count)
 	p("| untouched live p50 / p99 in the storm | %s / %s (%d frames) |\n", ms(r.LiveStorm.P50Us), ms(r.LiveStorm.P99Us), r.LiveStorm.Count)
 	p("| live p99 storm / before | %.2f× |\n", r.P99Ratio)
+	le := func(v float64) string {
+		if v < 0 {
+			return "> the last bucket"
+		}
+		return fmt.Sprintf("≤ %.2f ms", v)
+	}
+	p("| server's view (publish → written, `dws_fanout_latency_seconds`) p50 / p99 before | %s / %s (%.0f events × loops) |\n",
+		le(r.ServerLiveBefore.P50Ms), le(r.ServerLiveBefore.P99Ms), r.ServerLiveBefore.Calls)
+	p("| server's view p50 / p99 in the storm | %s / %s (%.0f) |\n",
+		le(r.ServerLiveStorm.P50Ms), le(r.ServerLiveStorm.P99Ms), r.ServerLiveStorm.Calls)
 	p("| server CPU per live frame (baseline) | %.2f µs |\n", r.CPU.LiveUsPerFrame)
 	p("| extra server CPU per replayed frame | %.2f µs (%.2f× a live frame; %.0f replayed frames, %.2f CPU-s in the storm) |\n",
 		r.CPU.ExtraUsPerReplay, r.CPU.Ratio, r.CPU.ReplayedFrames, r.CPU.StormSeconds)
