@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/dws-gateway/dws/codec"
 	"github.com/dws-gateway/dws/session"
 )
 
@@ -16,12 +17,18 @@ import (
 
 // cachedMsg is one stored message, parsed once for every replay.
 type cachedMsg struct {
-	seq       uint64
-	subject   string
-	route     session.Route // ParseSubject(subject), when routeOK
-	routeOK   bool
-	valid     bool // ValidPayload(data)
-	data      []byte
+	seq     uint64
+	subject string
+	route   session.Route // ParseSubject(subject), when routeOK
+	routeOK bool
+	valid   bool // ValidPayload(data)
+	data    []byte
+	// frame is the event's text frame with its seq, encoded once here
+	// for every socket that replays it (DESIGN "encode once per event"):
+	// a storm's sockets of one group replay the same ~100 events, and a
+	// frame per socket made the storm's garbage (a GC cycle every
+	// 150 ms, perf/resume-20261206.md). Nil when the event is dropped.
+	frame     []byte
 	requestID string
 	published time.Time
 }
@@ -37,11 +44,14 @@ func newCachedMsg(msg jetstream.Msg, md *jetstream.MsgMetadata) cachedMsg {
 		published: md.Timestamp,
 	}
 	m.route, m.routeOK = ParseSubject(m.subject)
+	if m.valid && m.routeOK {
+		m.frame = codec.EventFrameSeq(m.seq, data)
+	}
 	return m
 }
 
 func (m *cachedMsg) size() int {
-	return len(m.subject) + len(m.data) + len(m.requestID) + cacheMsgOverhead
+	return len(m.subject) + len(m.data) + len(m.frame) + len(m.requestID) + cacheMsgOverhead
 }
 
 // cacheBlock holds the messages of stream sequences [blockFirst(k),

@@ -97,7 +97,7 @@ type collector struct {
 func (c *collector) emit(b []reactor.ReplayEvent) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.batches = append(c.batches, b)
+	c.batches = append(c.batches, slices.Clone(b)) // the Replayer reuses b
 	return true
 }
 

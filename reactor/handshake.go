@@ -181,7 +181,7 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 			reason = "store_unavailable" // e.g. the replay store is down
 		}
 		s.m.AuthFailures.WithLabelValues(reason).Inc()
-		c.lp.exec(func() { s.reject(c, hs.kind, e) })
+		s.finish(c, func() { s.reject(c, hs.kind, e) })
 		return
 	}
 	key := id.SessionKey()
@@ -194,7 +194,7 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 		if ce.Code == codec.CodeSessionConflict {
 			s.m.SessionConflicts.WithLabelValues("unresolved").Inc()
 		}
-		c.lp.exec(func() { s.reject(c, hs.kind, ce) })
+		s.finish(c, func() { s.reject(c, hs.kind, ce) })
 		return
 	}
 	if acq.Takeover != session.TakeoverNone {
@@ -221,25 +221,48 @@ func (s *Server) authenticate(c *conn, hs *handshakeReq) {
 			s.opts.Locker.Release(key)
 		}
 		logx.L().Warn("route join failed", "err", err.Error())
-		c.lp.exec(func() {
+		s.finish(c, func() {
 			s.reject(c, hs.kind, codec.NewError(codec.CodeSubscriptionFailure, "could not register route"))
 		})
 		return
 	}
-	c.lp.exec(func() { s.open(c, hs, it, route) })
+	c.lp.postLane(laneOpen, func(ok bool) {
+		if ok {
+			s.open(c, hs, it, route)
+		} else {
+			s.abandon(it, route)
+		}
+	})
+}
+
+// finish runs a handshake's answer on c's loop, on the open lane: in a
+// reconnect storm thousands of them are ready at once, and live events
+// must not wait for all of them (lane.go).
+func (s *Server) finish(c *conn, fn func()) {
+	c.lp.postLane(laneOpen, func(ok bool) {
+		if ok {
+			fn()
+		}
+	})
+}
+
+// abandon undoes what authenticate took for a socket that will not open:
+// its routes and, unless a newer socket holds it, its session lock.
+func (s *Server) abandon(it *ident, route session.Route) {
+	s.opts.Routes.Leave(route)
+	if it.chat != "" {
+		s.opts.Routes.Leave(session.Route{Kind: session.RouteMessages, Company: it.company, Agent: it.agent, Chat: it.chat})
+	}
+	if s.index.owner(it.sessionKey) == nil {
+		s.opts.Locker.Release(it.sessionKey)
+	}
 }
 
 // open finishes a handshake on the loop: 101, ready, index, timers.
 func (s *Server) open(c *conn, hs *handshakeReq, it *ident, route session.Route) {
 	if c.state != stAuthenticating {
 		// The client left (or timed out) while we were authenticating.
-		s.opts.Routes.Leave(route)
-		if it.chat != "" {
-			s.opts.Routes.Leave(session.Route{Kind: session.RouteMessages, Company: it.company, Agent: it.agent, Chat: it.chat})
-		}
-		if s.index.owner(it.sessionKey) == nil {
-			s.opts.Locker.Release(it.sessionKey)
-		}
+		s.abandon(it, route)
 		return
 	}
 	l := c.lp

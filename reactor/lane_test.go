@@ -41,7 +41,7 @@ func TestLane_LiveWorkOvertakesQueuedReplays(t *testing.T) {
 		allDone  = make(chan struct{})
 	)
 	for range tasks {
-		l.postLane(func(ok bool) {
+		l.postLane(laneReplay, func(ok bool) {
 			if !ok {
 				failed.Add(1)
 			}

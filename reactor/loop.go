@@ -29,9 +29,9 @@ type loop struct {
 	mu        sync.Mutex
 	inbox     []task
 	scheduled bool
-	// replays is the low-priority lane (replayLane): replay work posted
-	// since the last drain, run after the inbox.
-	replays []laneTask
+	// lanes hold the low-priority work run after the inbox (lane.go):
+	// their posted halves are under mu, their queued halves loop-only.
+	lanes [nLanes]lane
 	// backlogged says the loop has sockets in backlog: the ticker then
 	// posts a tick every backlogTick, otherwise only once a wheelTick.
 	// Set on the loop, read by the ticker.
@@ -41,8 +41,7 @@ type loop struct {
 	tickedAt int64
 
 	// Loop-only state.
-	spare   []task     // the previous inbox, reused to avoid garbage
-	lane    []laneTask // replay work taken from replays, not yet run
+	spare   []task // the previous inbox, reused to avoid garbage
 	members map[session.Route]*memberSet
 	dirty   []*conn            // sockets with frames queued this turn
 	backlog map[*conn]struct{} // sockets whose ring waits for the kernel
@@ -100,13 +99,13 @@ func (l *loop) post(t task) bool {
 }
 
 // schedule asks gnet to run drain. The caller has set l.scheduled. It
-// reports false when the engine is gone; then the inbox and the replay
-// lane are thrown away (see post).
+// reports false when the engine is gone; then the inbox and the lanes are
+// thrown away (see post).
 func (l *loop) schedule() bool {
 	if err := l.el.Execute(context.Background(), l.drainFn); err != nil {
 		l.mu.Lock()
-		lost, lostLane := l.inbox, l.replays
-		l.inbox, l.replays = nil, nil
+		lost, lostLane := l.inbox, l.dropLanes()
+		l.inbox = nil
 		l.scheduled = false
 		l.mu.Unlock()
 		l.discard(lost, err)
@@ -135,18 +134,13 @@ func (l *loop) discard(lost []task, err error) {
 func (l *loop) exec(fn func()) bool { return l.post(task{fn: fn}) }
 
 // drain runs on the loop: it takes the whole inbox, applies it, flushes
-// every socket that got frames, then spends what is left of the turn's
-// budget on the replay lane.
+// every socket that got frames, then gives the lanes their turns.
 func (l *loop) drain(context.Context) error {
 	l.mu.Lock()
 	batch := l.inbox
 	l.inbox = l.spare[:0]
 	l.scheduled = false
-	if len(l.replays) > 0 {
-		l.lane = append(l.lane, l.replays...)
-		clear(l.replays)
-		l.replays = l.replays[:0]
-	}
+	l.takeLanes()
 	l.mu.Unlock()
 
 	for i := range batch {
@@ -160,9 +154,7 @@ func (l *loop) drain(context.Context) error {
 	}
 	l.spare = batch[:0]
 	l.flushDirty()
-	if len(l.lane) > 0 {
-		l.runLane()
-	}
+	l.runLanes()
 	return nil
 }
 

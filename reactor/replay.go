@@ -46,14 +46,19 @@ type ReplayEvent struct {
 	Seq     uint64
 	Route   session.Route // as Deliver would get it (admins: Company/Agent set)
 	Payload []byte
-	Meta    Meta
+	// Frame, when set, is the event's encoded text frame with its seq
+	// (codec.EventFrameSeq), shared by every socket replaying the event
+	// and never modified; nil: the reactor encodes Seq and Payload.
+	Frame []byte
+	Meta  Meta
 }
 
 // Replayer reads what a resuming socket missed (SPEC §5a). Replay calls
 // emit with batches of events after req.Since matching req, in seq order,
 // up to the stream's last event when the replay started; emit returns
 // false when the socket is gone or cannot take more, and Replay then
-// stops. It returns "" when the socket is caught up, or a Resync* reason
+// stops. emit keeps nothing of a batch once it returns: the Replayer may
+// reuse the slice for the next one. It returns "" when the socket is caught up, or a Resync* reason
 // (nothing emitted) when resume is impossible. It may block (it waits for
 // a replay slot: resume.max_concurrent) and runs off the event loops; ctx
 // ends it early.

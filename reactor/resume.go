@@ -165,6 +165,13 @@ func (r *resumer) run(ctx context.Context) {
 	}
 }
 
+// replayItem is what the loop needs of one replayed event.
+type replayItem struct {
+	frame     []byte
+	seq, pair uint64
+	kind      session.RouteKind
+}
+
 // replayPace is how often a replay whose socket's ring is over half full
 // looks again: the replay waits for the client instead of growing memory.
 const replayPace = 5 * time.Millisecond
@@ -173,30 +180,36 @@ const replayPace = 5 * time.Millisecond
 // Off the loops.
 func (s *Server) replay(ctx context.Context, j resumeJob) {
 	c := j.c
+	// items is what the loop needs of a batch, copied out of it so the
+	// Replayer may reuse its batch once emit returns. It is reused for the
+	// next batch: an emit that returns true has seen its loop work done,
+	// and after one that returns false no other comes.
+	var items []replayItem
 	emit := func(batch []ReplayEvent) bool {
-		frames := make([][]byte, len(batch))
+		items = items[:0]
 		for i := range batch {
-			frames[i] = codec.EventFrameSeq(batch[i].Seq, batch[i].Payload)
+			ev := &batch[i]
+			it := replayItem{frame: ev.Frame, seq: ev.Seq, kind: ev.Route.Kind}
+			if it.frame == nil {
+				it.frame = codec.EventFrameSeq(ev.Seq, ev.Payload)
+			}
+			if ev.Route.Kind == session.RouteAdmin {
+				it.pair = pairHash(ev.Route.Company, ev.Route.Agent)
+			}
+			items = append(items, it)
 		}
-		// One loop hop per batch: the push answers whether the ring is
-		// over half full, and only then does the replay wait and look
-		// again (paced by the client, not growing memory).
 		open, full := s.onLoop(ctx, c, func() (bool, bool) {
 			if c.state != stOpen || c.ident.replay == nil {
 				return false, false
 			}
 			lim := s.limits()
-			for i := range batch {
-				ev := &batch[i]
-				var pair uint64
-				if ev.Route.Kind == session.RouteAdmin {
-					pair = pairHash(ev.Route.Company, ev.Route.Agent)
-				}
-				if !c.admit(ev.Route.Kind, pair, ev.Seq) {
+			for i := range items {
+				it := &items[i]
+				if !c.admit(it.kind, it.pair, it.seq) {
 					s.mx.dropDup.Inc()
 					continue
 				}
-				if c.lp.push(c, frames[i], lim) {
+				if c.lp.push(c, it.frame, lim) {
 					s.mx.replayDeliver.Inc()
 				}
 			}
@@ -222,7 +235,7 @@ func (s *Server) replay(ctx context.Context, j resumeJob) {
 		logx.L().Warn("resume failed; the socket continues with live events", "err", err.Error())
 	}
 	// On the lane, behind the batches it ends.
-	c.lp.postLane(func(ok bool) {
+	c.lp.postLane(laneReplay, func(ok bool) {
 		if ok {
 			s.endReplay(c, resync)
 		}
@@ -241,7 +254,7 @@ func ringHalfFull(c *conn, lim *Limits) bool {
 func (s *Server) onLoop(ctx context.Context, c *conn, fn func() (open, full bool)) (open, full bool) {
 	type answer struct{ open, full bool }
 	done := make(chan answer, 1)
-	if !c.lp.postLane(func(ok bool) {
+	if !c.lp.postLane(laneReplay, func(ok bool) {
 		a := answer{}
 		defer func() { done <- a }() // even if fn panics
 		if ok {
