@@ -45,15 +45,15 @@ type ResumeReport struct {
 	// Live latency of the untouched sockets, by publish time: the steady
 	// window before the drop, and the storm (reconnect start → last
 	// catch-up).
-	LiveBefore Latency   `json:"live_before"`
-	LiveStorm  Latency   `json:"live_storm"`
-	P99Ratio   float64   `json:"live_p99_ratio"`
+	LiveBefore Latency `json:"live_before"`
+	LiveStorm  Latency `json:"live_storm"`
+	P99Ratio   float64 `json:"live_p99_ratio"`
 	// The server's view of the same windows: dws_fanout_latency_seconds
 	// (NATS publish → socket written, once per live event and loop), which
 	// leaves out the clients' share of the machine and their reading.
 	ServerLiveBefore HistFigures `json:"server_live_before"`
 	ServerLiveStorm  HistFigures `json:"server_live_storm"`
-	CPU        ResumeCPU `json:"cpu"`
+	CPU              ResumeCPU   `json:"cpu"`
 	// RSS of the server: at the end of the baseline, and the peak of the
 	// run (sampled every 100 ms).
 	RSSBaseline int64 `json:"server_rss_baseline_bytes"`
