@@ -33,6 +33,10 @@ func (rep *FloorReport) Markdown() string {
 	p("| RSS per idle socket | %.0f B | %.0f B | %s | dws %s |\n", f.IdleSocketBytes, d.IdleSocketBytes, ratioText(d.IdleSocketBytes/f.IdleSocketBytes), boundText("≤", t.MaxIdleSocketBytes, " B"))
 	p("| events lost / duplicated / misrouted | %d / %d / %d | %d / %d / %d | | 0 |\n\n",
 		f.Loss.Lost, f.Loss.Duplicates, f.Loss.WrongSubject, d.Loss.Lost, d.Loss.Duplicates, d.Loss.WrongSubject)
+	if v := d.Main.ServerView; v != nil {
+		p("dws's own view of the main step (`dws_fanout_latency_seconds`, stored in the partition stream → socket written: the sourcing hop from `nats.stream` is not in it; bucket upper bounds): p50 ≤ %.2f ms, p99 ≤ %.2f ms over %.0f events × loops; the rest of its p99 above is the kernel's and the clients'.\n\n",
+			v.P50Ms, v.P99Ms, v.Calls)
+	}
 	for _, side := range []*FloorSide{f, d} {
 		p("## %s: steps\n\n", side.Pod.Name)
 		writeSteps(&b, append([]*StepFigures{side.Main}, side.Sweep...))

@@ -403,11 +403,17 @@ type StepFigures struct {
 	// ServerCPUSeconds is the pods' CPU over the window (embedded NATS
 	// included when spawned); CPUUsPerFrame divides it by the frames
 	// delivered in the window.
-	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
-	ServerCores      float64 `json:"server_cores"`
-	CPUUsPerFrame    float64 `json:"server_cpu_us_per_frame"`
-	ClientCores      float64 `json:"client_cores"`
-	MachineIdle      float64 `json:"machine_idle"`
+	// ServerView is the pods' own latency over the window,
+	// dws_fanout_latency_seconds (stored in the partition stream → socket
+	// written): the part of Latency inside the pod, after NATS sourced the
+	// event from nats.stream. Nil for a server
+	// without it (the floor).
+	ServerView       *HistFigures `json:"server_view,omitempty"`
+	ServerCPUSeconds float64      `json:"server_cpu_seconds"`
+	ServerCores      float64      `json:"server_cores"`
+	CPUUsPerFrame    float64      `json:"server_cpu_us_per_frame"`
+	ClientCores      float64      `json:"client_cores"`
+	MachineIdle      float64      `json:"machine_idle"`
 	// OtherCores is the machine's busy CPU minus the server's and the
 	// client's: the publisher, other processes, unattributed kernel work.
 	// On a shared machine it explains a latency neither side caused.
@@ -439,6 +445,15 @@ func (l *loadRun) step(ctx context.Context, name string, phase int, rate float64
 		at  time.Time
 		cpu float64
 		m   MachineCPU
+		pm  []Metrics // the pods' /metrics, for their own latency view
+	}
+	scrape := func() []Metrics {
+		var ms []Metrics
+		for _, ops := range l.ps.ops {
+			m, _ := Scrape(ops)
+			ms = append(ms, m)
+		}
+		return ms
 	}
 	var e0, e1 edge
 	published := make(chan int64, 1)
@@ -447,11 +462,13 @@ func (l *loadRun) step(ctx context.Context, name string, phase int, rate float64
 		defer done.Store(true)
 		l.pub.Run(ctx, rate, warmup, 0)
 		e0.m, _ = ReadMachineCPU()
+		e0.pm = scrape()
 		e0.at, e0.cpu = time.Now(), l.serverCPU()
 		close(started)
 		n := l.pub.Run(ctx, rate, dur, phase)
 		e1.at, e1.cpu = time.Now(), l.serverCPU()
 		e1.m, _ = ReadMachineCPU()
+		e1.pm = scrape()
 		published <- n
 	})
 	r.phase = name + " warm-up"
@@ -486,6 +503,9 @@ func (l *loadRun) step(ctx context.Context, name string, phase int, rate float64
 	st.PublishRate = float64(st.Published) / st.Seconds
 	st.ServerCPUSeconds = e1.cpu - e0.cpu
 	st.ServerCores = st.ServerCPUSeconds / st.Seconds
+	if v := histFigures(fanoutHist, e0.pm, e1.pm); v.Calls > 0 {
+		st.ServerView = &v
+	}
 	// Client CPU comes from the workers' progress messages, up to one
 	// ProgressEvery stale at either end: good to a few percent.
 	st.ClientCores = (cli1 - cli0) / st.Seconds

@@ -49,8 +49,9 @@ type ResumeReport struct {
 	LiveStorm  Latency `json:"live_storm"`
 	P99Ratio   float64 `json:"live_p99_ratio"`
 	// The server's view of the same windows: dws_fanout_latency_seconds
-	// (NATS publish → socket written, once per live event and loop), which
-	// leaves out the clients' share of the machine and their reading.
+	// (stored in the partition stream → socket written, once per live event
+	// and loop), which leaves out the sourcing hop from nats.stream, the
+	// clients' share of the machine and their reading.
 	ServerLiveBefore HistFigures `json:"server_live_before"`
 	ServerLiveStorm  HistFigures `json:"server_live_storm"`
 	CPU              ResumeCPU   `json:"cpu"`
@@ -305,7 +306,7 @@ func (r *ResumeReport) Markdown() string {
 		}
 		return fmt.Sprintf("≤ %.2f ms", v)
 	}
-	p("| server's view (publish → written, `dws_fanout_latency_seconds`) p50 / p99 before | %s / %s (%.0f events × loops) |\n",
+	p("| server's view (stored in the partition stream → written, `dws_fanout_latency_seconds`) p50 / p99 before | %s / %s (%.0f events × loops) |\n",
 		le(r.ServerLiveBefore.P50Ms), le(r.ServerLiveBefore.P99Ms), r.ServerLiveBefore.Calls)
 	p("| server's view p50 / p99 in the storm | %s / %s (%.0f) |\n",
 		le(r.ServerLiveStorm.P50Ms), le(r.ServerLiveStorm.P99Ms), r.ServerLiveStorm.Calls)

@@ -97,7 +97,7 @@ func New() *Metrics {
 	m.NATSRedeliveries = f.counter("nats_redeliveries_total", "JetStream messages received more than once (NumDelivered > 1); their events may reach a socket twice.")
 	m.Deliveries = f.counterVec("deliveries_total", "Frames accepted for sockets, by path.", "path")
 	m.Drops = f.counterVec("drops_total", "Messages or frames dropped, by reason.", "reason")
-	m.FanoutLatency = f.hist("fanout_latency_seconds", "NATS publish time to socket write.", fastBuckets)
+	m.FanoutLatency = f.hist("fanout_latency_seconds", "From the event's store time in the stream dws consumes (the partition stream) to its socket write.", fastBuckets)
 	m.Acks = f.counterVec("nats_acks_total", "JetStream acknowledgements by result and reason.", "result", "reason")
 	m.DispatchQueueDepth = f.gauge("dispatch_queue_depth", "Messages waiting for a dispatcher worker.")
 	m.GRPCForwards = f.counterVec("grpc_forwards_total", "Event batches forwarded to other pods (PushStream sends or unary Push calls), by result.", "result")
