@@ -385,16 +385,8 @@ func writeClusterHop(b *strings.Builder, h *ClusterHop) {
 }
 
 // PushFigures summarise dws_grpc_forward_duration_seconds over the step:
-// Calls forwarded batches (PushStream sends or unary Push calls), MeanMs
-// their mean, P50Ms and P99Ms the upper bounds of the buckets holding
-// those quantiles (the histogram's resolution: each bucket doubles); -1
-// when above the last finite bucket.
+// Calls forwarded batches (PushStream sends or unary Push calls).
 type PushFigures = HistFigures
-
-const (
-	pushHist   = "dws_grpc_forward_duration_seconds"
-	fanoutHist = "dws_fanout_latency_seconds"
-)
 
 // pushFigures reads the forward duration histogram's increase over the step,
 // summed over the pods scraped at both ends.

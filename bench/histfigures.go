@@ -7,6 +7,12 @@ import (
 	"strings"
 )
 
+// The pod histograms the reports read with histFigures.
+const (
+	pushHist   = "dws_grpc_forward_duration_seconds"
+	fanoutHist = "dws_fanout_latency_seconds"
+)
+
 // HistFigures summarise a pod histogram's increase between two scrapes:
 // Calls observations, MeanMs their mean, P50Ms and P99Ms the upper bounds
 // of the buckets holding those quantiles (the histogram's resolution:
