@@ -34,6 +34,7 @@ type Server struct {
 	mx    connMetrics
 	index *index
 	work  *workers
+	pace  *pacer
 	perIP atomic.Pointer[ipLimiter]
 
 	loopsMu sync.Mutex
@@ -134,6 +135,9 @@ func (s *Server) SetLimits(l Limits) {
 
 func (s *Server) limits() *Limits { return s.lim.Load() }
 
+// mono is the server's monotonic clock, never 0: time since it was built.
+func (s *Server) mono() time.Duration { return time.Since(s.epoch) + 1 }
+
 // Start listens on opts.Addr and returns once the engine is accepting.
 func (s *Server) Start() error {
 	// sonic compiles its decoder on first use (~40 ms): pay it here, not on
@@ -142,6 +146,7 @@ func (s *Server) Start() error {
 		return fmt.Errorf("reactor: json warm-up: %w", err)
 	}
 	s.work = newWorkers(s.opts.Workers, s.opts.WorkerQueue)
+	s.pace = newPacer(s)
 	if s.opts.Replayer != nil {
 		s.resume = newResumer(s, s.opts.ReplayWorkers)
 	}
@@ -157,6 +162,7 @@ func (s *Server) Start() error {
 	select {
 	case <-s.booted:
 	case err := <-s.runErr:
+		s.pace.stop()
 		s.work.stop()
 		return fmt.Errorf("reactor: listen %s: %w", s.opts.Addr, err)
 	}
@@ -320,6 +326,9 @@ func (s *Server) Stop(ctx context.Context) error {
 		close(s.stopTick)
 	}
 	err := s.eng.Stop(ctx)
+	if s.pace != nil {
+		s.pace.stop()
+	}
 	if s.work != nil {
 		s.work.stop()
 	}

@@ -82,7 +82,7 @@ func (s *Server) onHandshakeBytes(c *conn) {
 	}
 	c.state = stAuthenticating
 	c.kind = hs.kind
-	if !s.work.submit(func() { s.authenticate(c, hs) }) {
+	if !s.pace.submit(func() { s.authenticate(c, hs) }) {
 		s.reject(c, hs.kind, codec.NewError(codec.CodeServiceUnavailable, "server busy").WithDetails("handshake queue full"))
 	}
 }

@@ -12,21 +12,7 @@ import (
 // inbox first and then at most laneTurn of replay tasks, so a live task
 // overtakes the queue after a few tasks, not after the whole backlog.
 func TestLane_LiveWorkOvertakesQueuedReplays(t *testing.T) {
-	p := startPod(t, nil)
-	// gnet hands dws a loop on its first connection.
-	c, err := net.Dial("tcp", p.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(*p.srv.loops.Load()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no event loop after a connection")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	l := (*p.srv.loops.Load())[0]
+	l := firstLoop(t, startPod(t, nil))
 
 	const (
 		tasks    = 200
@@ -82,4 +68,23 @@ func TestLane_LiveWorkOvertakesQueuedReplays(t *testing.T) {
 	if waited > limit {
 		t.Fatalf("the live task waited for %d replay tasks, want ≤ %d", waited, limit)
 	}
+}
+
+// firstLoop returns p's first event loop; gnet hands dws a loop on its
+// first connection, so it opens one (closed at the test's end).
+func firstLoop(t *testing.T, p *pod) *loop {
+	t.Helper()
+	c, err := net.Dial("tcp", p.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	deadline := time.Now().Add(5 * time.Second)
+	for len(*p.srv.loops.Load()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no event loop after a connection")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return (*p.srv.loops.Load())[0]
 }

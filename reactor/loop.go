@@ -32,6 +32,11 @@ type loop struct {
 	// lanes hold the low-priority work run after the inbox (lane.go):
 	// their posted halves are under mu, their queued halves loop-only.
 	lanes [nLanes]lane
+	// eventSince is when the first event of the inbox was posted (0: the
+	// inbox holds no event); maxLag is the longest an event waited for a
+	// drain since the pacer last looked (pacer.go). Under mu.
+	eventSince time.Duration
+	maxLag     time.Duration
 	// backlogged says the loop has sockets in backlog: the ticker then
 	// posts a tick every backlogTick, otherwise only once a wheelTick.
 	// Set on the loop, read by the ticker.
@@ -88,6 +93,9 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 // loop_closed and logged with its request id.
 func (l *loop) post(t task) bool {
 	l.mu.Lock()
+	if l.eventSince == 0 && t.fn == nil {
+		l.eventSince = l.srv.mono()
+	}
 	l.inbox = append(l.inbox, t)
 	schedule := !l.scheduled
 	l.scheduled = true
@@ -137,6 +145,10 @@ func (l *loop) exec(fn func()) bool { return l.post(task{fn: fn}) }
 // every socket that got frames, then gives the lanes their turns.
 func (l *loop) drain(context.Context) error {
 	l.mu.Lock()
+	if l.eventSince != 0 {
+		l.maxLag = max(l.maxLag, l.srv.mono()-l.eventSince)
+		l.eventSince = 0
+	}
 	batch := l.inbox
 	l.inbox = l.spare[:0]
 	l.scheduled = false
@@ -156,6 +168,20 @@ func (l *loop) drain(context.Context) error {
 	l.flushDirty()
 	l.runLanes()
 	return nil
+}
+
+// takeLag returns the longest an event waited for this loop since the
+// last call, counting one still waiting. The pacer's signal.
+func (l *loop) takeLag(now time.Time) time.Duration {
+	at := now.Sub(l.srv.epoch)
+	l.mu.Lock()
+	lag := l.maxLag
+	l.maxLag = 0
+	if l.eventSince != 0 {
+		lag = max(lag, at-l.eventSince)
+	}
+	l.mu.Unlock()
+	return lag
 }
 
 // memberSet lists a loop's sockets on one route. A slice, not a map: fan-out

@@ -192,7 +192,9 @@ func (s *Server) tickLoops(context.Context) {
 			return
 		case now := <-t.C:
 			wt := s.wheelNow(now)
-			for _, l := range *s.loops.Load() {
+			loops := *s.loops.Load()
+			s.pace.sample(now, loops)
+			for _, l := range loops {
 				if !tickDue(l, wt) {
 					continue
 				}

@@ -57,6 +57,8 @@ var catalogue = []declared{
 	{"dws_connections_total", counter, []string{"kind", "result"}, nil, "connections total {kind,result}"},
 	{"dws_connection_duration_seconds", histogram, []string{"kind"}, specConnectionBuckets, "connection duration histogram"},
 	{"dws_handshake_duration_seconds", histogram, nil, latencyBuckets, "handshake duration"},
+	{"dws_handshake_pace_limit", gauge, nil, nil, ""},
+	{"dws_handshakes_paced", gauge, nil, nil, ""},
 	{"dws_auth_failures_total", counter, []string{"reason"}, nil, "auth failures {reason}"},
 	{"dws_session_conflicts_total", counter, []string{"kind"}, nil, "session conflicts/takeovers {kind}"},
 	{"dws_session_takeovers_total", counter, []string{"kind"}, nil, "session conflicts/takeovers {kind}"},

@@ -30,6 +30,8 @@ type Metrics struct {
 	ConnectionsTotal    *prometheus.CounterVec   // kind, result=accepted|rejected reason…
 	ConnectionDuration  *prometheus.HistogramVec // kind
 	HandshakeDuration   prometheus.Histogram
+	HandshakePaceLimit  prometheus.Gauge       // admissions/s while paced, 0 when not
+	HandshakesPaced     prometheus.Gauge       // handshakes waiting in the pacer
 	AuthFailures        *prometheus.CounterVec // reason
 	SessionConflicts    *prometheus.CounterVec // kind=local|remote|forced
 	SessionTakeovers    *prometheus.CounterVec // kind=local|remote|dead_pod|forced
@@ -87,6 +89,10 @@ func New() *Metrics {
 	m.ConnectionsTotal = f.counterVec("connections_total", "Connection attempts by outcome.", "kind", "result")
 	m.ConnectionDuration = f.histVec("connection_duration_seconds", "Lifetime of closed connections.", ConnectionDurationBuckets, "kind")
 	m.HandshakeDuration = f.hist("handshake_duration_seconds", "From first request byte to 101 (or rejection).", fastBuckets)
+	// A reconnect storm is admitted at the rate the loops' live events
+	// allow (reactor/pacer.go): these say when and how hard.
+	m.HandshakePaceLimit = f.gauge("handshake_pace_limit", "Handshakes admitted per second while admission is paced because live events wait in the event loops; 0 when not paced.")
+	m.HandshakesPaced = f.gauge("handshakes_paced", "Handshakes waiting in the pacer for admission.")
 	m.AuthFailures = f.counterVec("auth_failures_total", "Rejected handshakes by reason.", "reason")
 	m.SessionConflicts = f.counterVec("session_conflicts_total", "Single-session conflicts found at connect.", "kind")
 	m.SessionTakeovers = f.counterVec("session_takeovers_total", "Session locks taken over from an older holder.", "kind")

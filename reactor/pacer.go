@@ -1,0 +1,229 @@
+package reactor
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/dws-gateway/dws/internal/safego"
+)
+
+// Handshake pacing. A reconnect storm on a small pod (15 000 sockets in a
+// second on 2 cores) oversubscribes the CPU: token decrypts, session locks,
+// Redis, the replays the handshakes start and the clients' own work leave
+// the loops' threads waiting for a core, and live events to untouched
+// sockets waited 100+ ms although every piece of storm work on the loop
+// itself is bounded (lane.go). Lanes order the loop's own work; they cannot
+// give it a core. So admission is paced by what the live path feels: how
+// long an event waited in a loop's inbox before the loop took it. While
+// that stays under paceLag, handshakes go straight to the workers as
+// before (a connect burst with no events flowing is never paced). When it
+// goes over, the admission rate halves from what actually got through,
+// then grows back by 5 % per tick: AIMD, as TCP does for the same reason.
+// A handshake waits in the pacer at most paceMaxWait, so a storm is spread
+// out, never timed out. Only handshakes are paced: each starts its
+// socket's replay, so the replays spread with them (pacing replay batches
+// as well only made catch-up slower, perf/resume-20261206.md).
+
+const (
+	// paceLag is the inbox wait of a live event past which the pacer
+	// slows admission: a few times what an idle loop shows (< 0.5 ms),
+	// well under the live path's own p99 (~10 ms on a loaded 2-core box).
+	paceLag = 2 * time.Millisecond
+	// paceMin is the lowest admission rate: the pacer slows a storm, it
+	// does not stop it.
+	paceMin rate.Limit = 100
+	// paceMax is the rate past which pacing ends (rate.Inf): above any
+	// handshake rate a pod reaches.
+	paceMax rate.Limit = 50_000
+	// paceMaxWait bounds one handshake's wait in the pacer; never more
+	// than half the handshake timeout (10 s by default), so a paced
+	// handshake still has time to finish. It is most of a storm's spread:
+	// 15 000 resumes caught up in 5.6 s p99 with it (resume's target is
+	// 10 s).
+	paceMaxWait = 6 * time.Second
+	// paceQueueMax bounds the handshakes waiting in the pacer. Each is a
+	// socket already accepted and counted against the connection limit,
+	// so this is a guard, not the bound that matters.
+	paceQueueMax = 1 << 16
+)
+
+// pacedJob is a handshake waiting for admission.
+type pacedJob struct {
+	fn     func()
+	queued time.Time
+}
+
+// pacer admits handshakes to the worker pool at a rate set by the loops'
+// live lag. Safe for concurrent use.
+type pacer struct {
+	s   *Server
+	lim *rate.Limiter
+
+	// paced is false while the rate is unlimited: submit then skips the
+	// queue (the common case costs two atomic loads).
+	paced    atomic.Bool
+	waiting  atomic.Int64
+	admitted atomic.Int64 // since the last sample
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	queue  []pacedJob
+	closed bool
+
+	lastSample time.Time // sampler only
+	maxWait    time.Duration
+}
+
+func newPacer(s *Server) *pacer {
+	p := &pacer{s: s, lim: rate.NewLimiter(rate.Inf, 1), maxWait: paceMaxWait}
+	p.cond = sync.NewCond(&p.mu)
+	safego.Go(context.Background(), "reactor.pacer", p.run)
+	return p
+}
+
+// submit hands a handshake's worker job to the pool now, or queues it
+// when admission is paced. False means it could not be taken (pool or
+// pacer full): the caller answers "server busy".
+func (p *pacer) submit(fn func()) bool {
+	if !p.paced.Load() && p.waiting.Load() == 0 {
+		p.admitted.Add(1)
+		return p.s.work.submit(fn)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || len(p.queue) >= paceQueueMax {
+		return false
+	}
+	p.queue = append(p.queue, pacedJob{fn: fn, queued: time.Now()})
+	p.waiting.Add(1)
+	p.s.m.HandshakesPaced.Set(float64(len(p.queue)))
+	p.cond.Signal()
+	return true
+}
+
+// run admits queued handshakes, one reservation each, in arrival order.
+func (p *pacer) run(ctx context.Context) {
+	for {
+		p.mu.Lock()
+		for len(p.queue) == 0 && !p.closed {
+			p.cond.Wait()
+		}
+		if p.closed {
+			p.mu.Unlock()
+			return
+		}
+		j := p.queue[0]
+		p.queue[0] = pacedJob{}
+		p.queue = p.queue[1:]
+		if len(p.queue) == 0 {
+			p.queue = nil // let a storm's backing array go
+		}
+		p.mu.Unlock()
+
+		r := p.lim.Reserve()
+		if d := r.Delay(); d > 0 {
+			if left := p.waitBound() - time.Since(j.queued); d > left {
+				// Admitted at its deadline without a token: taking one
+				// would push every later handshake past its own, and
+				// the pacer would only delay the storm, not spread it.
+				r.Cancel()
+				d = max(left, 0)
+			}
+			time.Sleep(d)
+		}
+		// The job was accepted: a full worker queue makes it wait, it
+		// does not turn it into a 503.
+		for !p.s.work.submit(j.fn) {
+			if p.isClosed() {
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		p.admitted.Add(1)
+		p.s.m.HandshakesPaced.Set(float64(p.waiting.Add(-1)))
+	}
+}
+
+// waitBound is how long a handshake may wait in the pacer.
+func (p *pacer) waitBound() time.Duration {
+	if lim := p.s.limits(); lim != nil && lim.HandshakeTimeout > 0 {
+		return min(p.maxWait, lim.HandshakeTimeout/2)
+	}
+	return p.maxWait
+}
+
+func (p *pacer) isClosed() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
+}
+
+// stop ends the pacer; queued handshakes are dropped (their sockets close
+// with the engine).
+func (p *pacer) stop() {
+	p.mu.Lock()
+	p.closed = true
+	p.queue = nil
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+// sample adjusts the rate from the loops' live lag since the last sample.
+// Ticker goroutine only, every backlogTick.
+func (p *pacer) sample(now time.Time, loops []*loop) {
+	var lag time.Duration
+	for _, l := range loops {
+		lag = max(lag, l.takeLag(now))
+	}
+	dt := now.Sub(p.lastSample)
+	p.lastSample = now
+	n := p.admitted.Swap(0)
+	if dt <= 0 || dt > time.Second {
+		return // first sample, or the ticker stalled: no rate to read
+	}
+	cur := p.lim.Limit()
+	var next rate.Limit
+	switch {
+	case lag > paceLag:
+		if n == 0 && p.waiting.Load() == 0 {
+			// No handshake is in flight: the lag is not theirs, and a
+			// low limit would only slow the next burst.
+			return
+		}
+		got := rate.Limit(float64(n) / dt.Seconds())
+		base := cur
+		if cur == rate.Inf || got < cur {
+			base = got
+		}
+		next = max(base/2, paceMin)
+	case cur == rate.Inf:
+		return
+	default:
+		next = cur + max(cur/20, paceMin/10)
+		if next >= paceMax {
+			next = rate.Inf
+		}
+	}
+	p.setLimit(next, now)
+}
+
+// setLimit applies a new admission rate. Sampler only.
+func (p *pacer) setLimit(r rate.Limit, now time.Time) {
+	if r == rate.Inf {
+		p.lim.SetLimitAt(now, rate.Inf)
+		p.paced.Store(false)
+		p.s.m.HandshakePaceLimit.Set(0)
+		return
+	}
+	// A tick's worth of burst: admissions come in small groups, not one
+	// timer wake-up each.
+	p.lim.SetBurstAt(now, max(1, int(math.Ceil(float64(r)*backlogTick.Seconds()))))
+	p.lim.SetLimitAt(now, r)
+	p.paced.Store(true)
+	p.s.m.HandshakePaceLimit.Set(float64(r))
+}
