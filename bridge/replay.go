@@ -224,7 +224,15 @@ func (r *Replayer) replayCached(ctx context.Context, s jetstream.Stream, epoch s
 	// One walk over the blocks collects the matching events (at most
 	// limit+1: too_many stops it, before reading more blocks); they are
 	// emitted from that list.
-	var matched []*cachedMsg
+	mp := matchedPool.Get().(*[]*cachedMsg)
+	matched := (*mp)[:0]
+	defer func() {
+		if cap(matched) <= matchedPoolCap {
+			clear(matched)
+			*mp = matched[:0]
+			matchedPool.Put(mp)
+		}
+	}()
 	collect := func(b *cacheBlock) bool {
 		return b.each(&match, since, last, func(m *cachedMsg) bool {
 			matched = append(matched, m)
@@ -264,6 +272,17 @@ func (r *Replayer) replayCached(ctx context.Context, s jetstream.Stream, epoch s
 	out.flush()
 	return "", nil
 }
+
+// matchedPool keeps replayCached's lists of matching events: grown one
+// append at a time they were 20 MB of garbage in a 15 000-socket storm,
+// whose GC cycles take a core from the event loops. Lists longer than
+// matchedPoolCap (resume.max_events may be 10 000) are left to the GC.
+var matchedPool = sync.Pool{New: func() any {
+	s := make([]*cachedMsg, 0, 128)
+	return &s
+}}
+
+const matchedPoolCap = 1024
 
 // replayConsumer reads a replay with its own ephemeral ordered consumer
 // filtered to the socket's subjects: the path without the cache, and for
