@@ -125,28 +125,44 @@ func (p *pacer) run(ctx context.Context) {
 		}
 		p.mu.Unlock()
 
-		r := p.lim.Reserve()
-		if d := r.Delay(); d > 0 {
-			if left := p.waitBound() - time.Since(j.queued); d > left {
-				// Admitted at its deadline without a token: taking one
-				// would push every later handshake past its own, and
-				// the pacer would only delay the storm, not spread it.
-				r.Cancel()
-				d = max(left, 0)
-			}
-			time.Sleep(d)
+		stop := false
+		if !safego.Run(ctx, "reactor.pacer", func() { stop = !p.admit(j) }) {
+			// Counted as a recovered panic; this handshake is lost (its
+			// socket times out), the pacer must go on: a dead pacer
+			// would queue every later handshake for ever.
+			p.s.m.HandshakesPaced.Set(float64(p.waiting.Add(-1)))
 		}
-		// The job was accepted: a full worker queue makes it wait, it
-		// does not turn it into a 503.
-		for !p.s.work.submit(j.fn) {
-			if p.isClosed() {
-				return
-			}
-			time.Sleep(time.Millisecond)
+		if stop {
+			return
 		}
-		p.admitted.Add(1)
-		p.s.m.HandshakesPaced.Set(float64(p.waiting.Add(-1)))
 	}
+}
+
+// admit waits for j's turn, at most until its deadline, then hands it to
+// the worker pool. False when the pacer was stopped meanwhile.
+func (p *pacer) admit(j pacedJob) bool {
+	r := p.lim.Reserve()
+	if d := r.Delay(); d > 0 {
+		if left := p.waitBound() - time.Since(j.queued); d > left {
+			// Admitted at its deadline without a token: taking one
+			// would push every later handshake past its own, and the
+			// pacer would only delay the storm, not spread it.
+			r.Cancel()
+			d = max(left, 0)
+		}
+		time.Sleep(d)
+	}
+	// The job was accepted: a full worker queue makes it wait, it does
+	// not turn it into a 503.
+	for !p.s.work.submit(j.fn) {
+		if p.isClosed() {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	p.admitted.Add(1)
+	p.s.m.HandshakesPaced.Set(float64(p.waiting.Add(-1)))
+	return true
 }
 
 // waitBound is how long a handshake may wait in the pacer.
