@@ -341,6 +341,15 @@ func (r *runner) until(ctx context.Context, timeout time.Duration, done func() b
 	return nil
 }
 
+// connected is the workers' open sockets as last reported.
+func (r *runner) connected() int64 {
+	var n int64
+	for _, w := range r.workers {
+		n += w.latest.Connected
+	}
+	return n
+}
+
 // tick prints the progress line and samples the server's RSS.
 func (r *runner) tick(now time.Time) {
 	var p Progress

@@ -112,6 +112,10 @@ func (c *SlowConfig) applyDefaults() error {
 	return c.Load.applyDefaults()
 }
 
+// slowResumeWait bounds the wait for the resumed slow sockets to read
+// their backlog and see the server's close.
+const slowResumeWait = 20 * time.Second
+
 // RunSlow runs the slow-consumer scenario.
 func RunSlow(ctx context.Context, cfg SlowConfig) (*SlowReport, error) {
 	if err := cfg.applyDefaults(); err != nil {
@@ -149,9 +153,24 @@ func RunSlow(ctx context.Context, cfg SlowConfig) (*SlowReport, error) {
 	if err := l.r.broadcast(parentCmd{Cmd: cmdResume}); err != nil {
 		return nil, err
 	}
-	// Resumed sockets read what queued and find the server's close (or
-	// its hang-up); give them a moment.
-	if err := l.wait(ctx, "resume", 2*time.Second); err != nil {
+	// Resumed sockets read what queued (megabytes each) and find the
+	// server's close (or its hang-up). Wait until the workers report them
+	// gone, up to slowResumeWait: a fixed 2 s was too short under -race
+	// on a loaded CI machine (0 of 21 seen, so all 21 were counted as
+	// healthy sockets that lost events).
+	var slow int64
+	for i := range cfg.Load.Connect.Sockets {
+		if IsSlow(i, cfg.Share) {
+			slow++
+		}
+	}
+	l.r.phase = "resume"
+	if err := l.r.until(ctx, slowResumeWait, func() bool {
+		return l.r.connected() <= int64(cfg.Load.Connect.Sockets)-slow
+	}); err != nil && ctx.Err() != nil {
+		return nil, err
+	} // on the bound, the checks below report what was not seen
+	if err := l.wait(ctx, "resume", 500*time.Millisecond); err != nil {
 		return nil, err
 	}
 	m1 := l.scrapeFirst()

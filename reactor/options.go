@@ -31,6 +31,11 @@ type Limits struct {
 	RateLimitCloseAfter int
 	HandshakesPerIP     float64
 	HandshakeBurst      int
+	// HandshakePaceLag is the live events' wait in a loop past which new
+	// handshakes are paced (pacer.go); 0 never paces. HandshakePaceMaxWait
+	// bounds one handshake's wait there (and half HandshakeTimeout does).
+	HandshakePaceLag     time.Duration
+	HandshakePaceMaxWait time.Duration
 }
 
 // DefaultLimits are SPEC §6/§9 defaults.
@@ -48,6 +53,8 @@ func DefaultLimits() Limits {
 		MessageBurst:         20,
 		RateLimitCloseAfter:  20,
 		HandshakeBurst:       20,
+		HandshakePaceLag:     2 * time.Millisecond,
+		HandshakePaceMaxWait: 6 * time.Second,
 	}
 }
 

@@ -20,32 +20,35 @@ import (
 // itself is bounded (lane.go). Lanes order the loop's own work; they cannot
 // give it a core. So admission is paced by what the live path feels: how
 // long an event waited in a loop's inbox before the loop took it. While
-// that stays under paceLag, handshakes go straight to the workers as
+// that stays under ratelimit.handshake_pace_lag (2 ms), handshakes go straight to the workers as
 // before (a connect burst with no events flowing is never paced). When it
 // goes over, the admission rate halves from what actually got through,
 // then grows back by 5 % per tick: AIMD, as TCP does for the same reason.
-// A handshake waits in the pacer at most paceMaxWait, so a storm is spread
+// A handshake waits in the pacer at most ratelimit.handshake_pace_max_wait
+// (6 s), so a storm is spread
 // out, never timed out. Only handshakes are paced: each starts its
 // socket's replay, so the replays spread with them (pacing replay batches
 // as well only made catch-up slower, perf/resume-20261206.md).
 
 const (
-	// paceLag is the inbox wait of a live event past which the pacer
-	// slows admission: a few times what an idle loop shows (< 0.5 ms),
-	// well under the live path's own p99 (~10 ms on a loaded 2-core box).
-	paceLag = 2 * time.Millisecond
+	// defaultPaceLag is ratelimit.handshake_pace_lag's default: the
+	// inbox wait of a live event past which the pacer slows admission,
+	// a few times what an idle loop shows (< 0.5 ms), well under the
+	// live path's own p99 (~10 ms on a loaded 2-core box). 1 and 4 ms
+	// did no better (perf/resume-20261206.md).
+	defaultPaceLag = 2 * time.Millisecond
 	// paceMin is the lowest admission rate: the pacer slows a storm, it
 	// does not stop it.
 	paceMin rate.Limit = 100
 	// paceMax is the rate past which pacing ends (rate.Inf): above any
 	// handshake rate a pod reaches.
 	paceMax rate.Limit = 50_000
-	// paceMaxWait bounds one handshake's wait in the pacer; never more
-	// than half the handshake timeout (10 s by default), so a paced
-	// handshake still has time to finish. It is most of a storm's spread:
-	// 15 000 resumes caught up in 5.6 s p99 with it (resume's target is
-	// 10 s).
-	paceMaxWait = 6 * time.Second
+	// defaultPaceMaxWait is ratelimit.handshake_pace_max_wait's default:
+	// one handshake's longest wait in the pacer, and never more than half
+	// the handshake timeout (10 s by default), so a paced handshake still
+	// has time to finish. It is most of a storm's spread: 15 000 resumes
+	// caught up in 4.2–6.4 s p99 with it (resume's target is 10 s).
+	defaultPaceMaxWait = 6 * time.Second
 	// paceQueueMax bounds the handshakes waiting in the pacer. Each is a
 	// socket already accepted and counted against the connection limit,
 	// so this is a guard, not the bound that matters.
@@ -76,11 +79,10 @@ type pacer struct {
 	closed bool
 
 	lastSample time.Time // sampler only
-	maxWait    time.Duration
 }
 
 func newPacer(s *Server) *pacer {
-	p := &pacer{s: s, lim: rate.NewLimiter(rate.Inf, 1), maxWait: paceMaxWait}
+	p := &pacer{s: s, lim: rate.NewLimiter(rate.Inf, 1)}
 	p.cond = sync.NewCond(&p.mu)
 	safego.Go(context.Background(), "reactor.pacer", p.run)
 	return p
@@ -165,12 +167,24 @@ func (p *pacer) admit(j pacedJob) bool {
 	return true
 }
 
+// settings are the pacer's threshold and wait bound from the limits
+// (hot-reloadable); a Server built without limits gets the defaults.
+func (p *pacer) settings() (lag, maxWait time.Duration) {
+	lim := p.s.limits()
+	if lim == nil {
+		return defaultPaceLag, defaultPaceMaxWait
+	}
+	maxWait = lim.HandshakePaceMaxWait
+	if lim.HandshakeTimeout > 0 {
+		maxWait = min(maxWait, lim.HandshakeTimeout/2)
+	}
+	return lim.HandshakePaceLag, maxWait
+}
+
 // waitBound is how long a handshake may wait in the pacer.
 func (p *pacer) waitBound() time.Duration {
-	if lim := p.s.limits(); lim != nil && lim.HandshakeTimeout > 0 {
-		return min(p.maxWait, lim.HandshakeTimeout/2)
-	}
-	return p.maxWait
+	_, w := p.settings()
+	return w
 }
 
 func (p *pacer) isClosed() bool {
@@ -203,6 +217,14 @@ func (p *pacer) sample(now time.Time, loops []*loop) {
 		return // first sample, or the ticker stalled: no rate to read
 	}
 	cur := p.lim.Limit()
+	paceLag, _ := p.settings()
+	if paceLag <= 0 {
+		// Pacing is off (ratelimit.handshake_pace_lag: 0).
+		if cur != rate.Inf {
+			p.setLimit(rate.Inf, now)
+		}
+		return
+	}
 	var next rate.Limit
 	switch {
 	case lag > paceLag:

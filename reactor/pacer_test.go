@@ -11,9 +11,14 @@ import (
 )
 
 // barePacer returns a Server with just what the pacer touches.
-func barePacer(t *testing.T, workers, queue int) (*Server, *pacer) {
+func barePacer(t *testing.T, workers, queue int, tweak func(*Limits)) (*Server, *pacer) {
 	t.Helper()
 	s := &Server{m: metrics.New(), epoch: time.Now()}
+	lim := DefaultLimits()
+	if tweak != nil {
+		tweak(&lim)
+	}
+	s.lim.Store(&lim)
 	s.work = newWorkers(workers, queue)
 	s.pace = newPacer(s)
 	t.Cleanup(func() { s.pace.stop(); s.work.stop() })
@@ -40,19 +45,26 @@ func TestPacer_Sample(t *testing.T) {
 		lag       time.Duration
 		want      rate.Limit
 		wantPaced bool
+		off       bool // ratelimit.handshake_pace_lag: 0
 	}{
-		{"quiet, unpaced", rate.Inf, 100, 0, rate.Inf, false},
-		{"lag with no handshake in flight is not ours", rate.Inf, 0, 10 * paceLag, rate.Inf, false},
-		{"lag halves the rate that got through", rate.Inf, 100, 2 * paceLag, 5000, true}, // 100 in 10 ms = 10 000/s
-		{"lag halves the limit when more got through", 4000, 100, 2 * paceLag, 2000, true},
-		{"never below paceMin", 150, 1, 2 * paceLag, paceMin, true},
-		{"no lag grows 5 %", 2000, 20, paceLag / 2, 2100, true},
-		{"small rates grow by paceMin/10", 100, 1, 0, 100 + paceMin/10, true},
-		{"past paceMax pacing ends", paceMax - 1, 500, 0, rate.Inf, false},
+		{"quiet, unpaced", rate.Inf, 100, 0, rate.Inf, false, false},
+		{"lag with no handshake in flight is not ours", rate.Inf, 0, 10 * defaultPaceLag, rate.Inf, false, false},
+		{"lag halves the rate that got through", rate.Inf, 100, 2 * defaultPaceLag, 5000, true, false}, // 100 in 10 ms = 10 000/s
+		{"lag halves the limit when more got through", 4000, 100, 2 * defaultPaceLag, 2000, true, false},
+		{"never below paceMin", 150, 1, 2 * defaultPaceLag, paceMin, true, false},
+		{"no lag grows 5 %", 2000, 20, defaultPaceLag / 2, 2100, true, false},
+		{"small rates grow by paceMin/10", 100, 1, 0, 100 + paceMin/10, true, false},
+		{"past paceMax pacing ends", paceMax - 1, 500, 0, rate.Inf, false, false},
+		{"a zero threshold turns pacing off", 2000, 100, 10 * defaultPaceLag, rate.Inf, false, true},
+		{"and keeps it off", rate.Inf, 100, 10 * defaultPaceLag, rate.Inf, false, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, p := barePacer(t, 1, 1)
+			_, p := barePacer(t, 1, 1, func(l *Limits) {
+				if tc.off {
+					l.HandshakePaceLag = 0
+				}
+			})
 			if tc.start != rate.Inf {
 				p.setLimit(tc.start, t0)
 			}
@@ -76,9 +88,9 @@ func TestPacer_Sample(t *testing.T) {
 }
 
 // Paced handshakes go through the queue at about the limit, in order, and
-// none waits past paceMaxWait.
+// none waits past its bound.
 func TestPacer_QueueAdmitsAtTheLimit(t *testing.T) {
-	_, p := barePacer(t, 4, 64)
+	_, p := barePacer(t, 4, 64, nil)
 	p.setLimit(200, time.Now()) // burst 2
 	const n = 40
 	var (
@@ -118,8 +130,8 @@ func TestPacer_QueueAdmitsAtTheLimit(t *testing.T) {
 // A handshake never waits in the pacer much past its bound, whatever
 // the limit: a storm is spread out, not timed out.
 func TestPacer_MaxWait(t *testing.T) {
-	_, p := barePacer(t, 1, 8)
-	p.maxWait = time.Second
+	_, p := barePacer(t, 1, 8, func(l *Limits) { l.HandshakePaceMaxWait = time.Second })
+	bound := p.waitBound()
 	p.setLimit(paceMin, time.Now())
 	// Drain the bucket so the next reservation waits 1/paceMin per job.
 	p.lim.ReserveN(time.Now(), p.lim.Burst())
@@ -140,7 +152,7 @@ func TestPacer_MaxWait(t *testing.T) {
 			done <- struct{}{}
 		})
 	}
-	timeout := time.After(p.maxWait + 3*time.Second)
+	timeout := time.After(bound + 3*time.Second)
 	for range n {
 		select {
 		case <-done:
@@ -148,10 +160,10 @@ func TestPacer_MaxWait(t *testing.T) {
 			t.Fatal("queued handshakes not admitted within maxWait")
 		}
 	}
-	if w := time.Duration(maxWait.Load()); w > p.maxWait+500*time.Millisecond {
-		t.Fatalf("a handshake waited %v in the pacer (bound %v)", w, p.maxWait)
+	if w := time.Duration(maxWait.Load()); w > bound+500*time.Millisecond {
+		t.Fatalf("a handshake waited %v in the pacer (bound %v)", w, bound)
 	}
-	if w := time.Duration(maxWait.Load()); w < p.maxWait/2 {
+	if w := time.Duration(maxWait.Load()); w < bound/2 {
 		t.Fatalf("the longest wait was %v: 400 jobs at 100/s were not paced", w)
 	}
 }

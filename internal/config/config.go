@@ -110,6 +110,10 @@ type RateLimit struct {
 	MessageBurst      int     `koanf:"message_burst" default:"20" hot:"true" doc:"Burst of the per-socket inbound limit."`
 	// CloseAfter is how many consecutive over-limit frames close 4429.
 	CloseAfter int `koanf:"close_after" default:"20" hot:"true" doc:"Consecutive over-limit frames before close 4429."`
+	// Handshake pacing (reactor/pacer.go): in a reconnect storm new
+	// handshakes wait while live events wait in the event loops.
+	HandshakePaceLag     time.Duration `koanf:"handshake_pace_lag" default:"2ms" hot:"true" doc:"Wait of a live event in an event loop past which new handshakes are admitted at an adaptive rate (a reconnect storm spread out); 0 = never pace."`
+	HandshakePaceMaxWait time.Duration `koanf:"handshake_pace_max_wait" default:"6s" hot:"true" doc:"Longest a paced handshake waits for admission (at most half websocket.handshake_timeout)."`
 }
 
 // Session holds single-session lock timing.

@@ -51,7 +51,7 @@ func TestEnvName_EveryKey_DerivedAndUnique(t *testing.T) {
 			t.Errorf("Lookup(%q) = %+v, %v; want env %s", key, k, ok, env)
 		}
 	}
-	if n := len(Keys()); n != 84 {
+	if n := len(Keys()); n != 86 {
 		t.Errorf("%d keys; update this count when adding a key (and regenerate docs)", n)
 	}
 }
@@ -66,6 +66,7 @@ func TestKeys_SecretAndHotSets_MatchSpec(t *testing.T) {
 		"websocket.outbound_ring_messages", "websocket.slow_consumer_grace",
 		"ratelimit.handshakes_per_ip", "ratelimit.handshake_burst", "ratelimit.messages_per_second",
 		"ratelimit.message_burst", "ratelimit.close_after",
+		"ratelimit.handshake_pace_lag", "ratelimit.handshake_pace_max_wait",
 		"session.on_store_down", "log.level",
 	}
 	var secret, hot []string
@@ -120,6 +121,8 @@ func TestDefaults_FromTags_MatchSpec(t *testing.T) {
 		{"websocket.subprotocol", c.WebSocket.Subprotocol, "json.v1"},
 		{"ratelimit.handshakes_per_ip", c.RateLimit.HandshakesPerIP, 0.0},
 		{"ratelimit.messages_per_second", c.RateLimit.MessagesPerSecond, 10.0},
+		{"ratelimit.handshake_pace_lag", c.RateLimit.HandshakePaceLag, 2 * time.Millisecond},
+		{"ratelimit.handshake_pace_max_wait", c.RateLimit.HandshakePaceMaxWait, 6 * time.Second},
 		{"session.ttl", c.Session.TTL, 30 * time.Second},
 		{"session.refresh_interval", c.Session.RefreshInterval, 10 * time.Second},
 		{"session.gc_ttl", c.Session.GCTTL, 24 * time.Hour},

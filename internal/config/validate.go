@@ -76,6 +76,8 @@ func (c *Config) Validate() error {
 		v.atLeast("ratelimit.message_burst", r.MessageBurst, 1)
 	}
 	v.atLeast("ratelimit.close_after", r.CloseAfter, 1)
+	v.notNegative("ratelimit.handshake_pace_lag", r.HandshakePaceLag)
+	v.notNegative("ratelimit.handshake_pace_max_wait", r.HandshakePaceMaxWait)
 
 	ss := c.Session
 	v.positive("session.ttl", ss.TTL)

@@ -181,6 +181,8 @@ func Limits(cfg *config.Config) reactor.Limits {
 		RateLimitCloseAfter:  r.CloseAfter,
 		HandshakesPerIP:      r.HandshakesPerIP,
 		HandshakeBurst:       r.HandshakeBurst,
+		HandshakePaceLag:     r.HandshakePaceLag,
+		HandshakePaceMaxWait: r.HandshakePaceMaxWait,
 	}
 }
 
