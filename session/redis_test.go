@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -386,6 +387,17 @@ func (h *countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 		}
 		return next(ctx, cmds)
 	}
+}
+
+// only reports whether every command counted since the last reset is
+// one of names.
+func (h *countHook) only(names ...string) bool {
+	ok := true
+	h.names.Range(func(k, _ any) bool {
+		ok = slices.Contains(names, k.(string))
+		return ok
+	})
+	return ok
 }
 
 func (h *countHook) reset() {
