@@ -20,7 +20,11 @@ func TestRunCluster_ThreePods_SpreadsSocketsAndForwardsAcrossPods(t *testing.T) 
 	// The deadline covers the dws build (smallLoad) on a busy machine too.
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	t.Cleanup(cancel)
-	load := smallLoad(t, 90, 6, "127.0.1.60")
+	// 18 groups, not 6: with 6 (C, A) pairs every event sometimes sat on
+	// a partition that moved during the run, leaving the hop split
+	// without a frame (failed CI once: Stable 21 of 64, counts 0).
+	const groups, perEvent = 18, 90 / 18
+	load := smallLoad(t, 90, groups, "127.0.1.60")
 	load.Connect.Procs = 3
 	// The hop's 1 ms is a performance target for dws-bench runs, not for a
 	// test on a shared machine: reported only.
@@ -48,8 +52,8 @@ func TestRunCluster_ThreePods_SpreadsSocketsAndForwardsAcrossPods(t *testing.T) 
 	}
 	// Every frame the sockets got was counted by exactly one pod, on one
 	// path: the pods' sum is the frames published × sockets per event.
-	if want := float64(rep.Publish.Acked) * 15; rep.Metrics["dws_deliveries_total"] != want {
-		t.Errorf("pods counted %g deliveries, want %g (acked %d × 15 sockets)", rep.Metrics["dws_deliveries_total"], want, rep.Publish.Acked)
+	if want := float64(rep.Publish.Acked) * perEvent; rep.Metrics["dws_deliveries_total"] != want {
+		t.Errorf("pods counted %g deliveries, want %g (acked %d × %d sockets)", rep.Metrics["dws_deliveries_total"], want, rep.Publish.Acked, perEvent)
 	}
 	if rep.Loss.Checked != 90 || rep.Loss.Lost != 0 || rep.Loss.Duplicates != 0 || rep.Loss.WrongSubject != 0 {
 		t.Errorf("loss %+v: want 90 sockets checked, nothing lost, repeated or misrouted", rep.Loss)
@@ -62,8 +66,8 @@ func TestRunCluster_ThreePods_SpreadsSocketsAndForwardsAcrossPods(t *testing.T) 
 		t.Errorf("partitions %+v: want all %d owned by 3 pods, each within 1 of its share", pf, defaultPartitions)
 	}
 	st := rep.Step
-	if st == nil || st.Published == 0 || st.Frames != st.Published*15 || st.Latency.P50Us <= 0 || st.Latency.P99Us < st.Latency.P50Us {
-		t.Errorf("step %+v: want every event on 15 sockets and latencies measured", st)
+	if st == nil || st.Published == 0 || st.Frames != st.Published*perEvent || st.Latency.P50Us <= 0 || st.Latency.P99Us < st.Latency.P50Us {
+		t.Errorf("step %+v: want every event on %d sockets and latencies measured", st, perEvent)
 	}
 	// The hop split: both paths seen; with the partitions left out, its
 	// frames are the step's.
