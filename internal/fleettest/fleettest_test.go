@@ -98,8 +98,19 @@ func TestJetStreamCluster_LeaderKilled_AnotherLeadsWithTheData(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Replicas: 3}); err != nil {
-		t.Fatal(err)
+	// Right after the cluster forms, a peer may not be current yet: the
+	// placement answers "no suitable peers" (10005) for a moment (failed
+	// CI once), so the create is retried for a few seconds.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}, Replicas: 3})
+		if err == nil {
+			break
+		}
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.ErrorCode != 10005 || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 	for range 10 {
 		if _, err := js.Publish(ctx, "s.x", []byte("x")); err != nil {
