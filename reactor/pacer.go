@@ -3,7 +3,6 @@ package reactor
 import (
 	"context"
 	"math"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,17 +72,13 @@ type pacer struct {
 	waiting  atomic.Int64
 	admitted atomic.Int64 // since the last sample
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	queue  []pacedJob
-	closed bool
+	queue *fifo[pacedJob]
 
 	lastSample time.Time // sampler only
 }
 
 func newPacer(s *Server) *pacer {
-	p := &pacer{s: s, lim: rate.NewLimiter(rate.Inf, 1)}
-	p.cond = sync.NewCond(&p.mu)
+	p := &pacer{s: s, lim: rate.NewLimiter(rate.Inf, 1), queue: newFIFO[pacedJob]()}
 	safego.Go(context.Background(), "reactor.pacer", p.run)
 	return p
 }
@@ -96,37 +91,25 @@ func (p *pacer) submit(fn func()) bool {
 		p.admitted.Add(1)
 		return p.s.work.submit(fn)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed || len(p.queue) >= paceQueueMax {
+	// waiting counts before the push, so a concurrent submit that sees it
+	// queues behind this one instead of overtaking it.
+	p.waiting.Add(1)
+	n, ok := p.queue.push(pacedJob{fn: fn, queued: time.Now()}, paceQueueMax)
+	if !ok {
+		p.waiting.Add(-1)
 		return false
 	}
-	p.queue = append(p.queue, pacedJob{fn: fn, queued: time.Now()})
-	p.waiting.Add(1)
-	p.s.m.HandshakesPaced.Set(float64(len(p.queue)))
-	p.cond.Signal()
+	p.s.m.HandshakesPaced.Set(float64(n))
 	return true
 }
 
 // run admits queued handshakes, one reservation each, in arrival order.
 func (p *pacer) run(ctx context.Context) {
 	for {
-		p.mu.Lock()
-		for len(p.queue) == 0 && !p.closed {
-			p.cond.Wait()
-		}
-		if p.closed {
-			p.mu.Unlock()
+		j, ok := p.queue.pop()
+		if !ok {
 			return
 		}
-		j := p.queue[0]
-		p.queue[0] = pacedJob{}
-		p.queue = p.queue[1:]
-		if len(p.queue) == 0 {
-			p.queue = nil // let a storm's backing array go
-		}
-		p.mu.Unlock()
-
 		stop := false
 		if !safego.Run(ctx, "reactor.pacer", func() { stop = !p.admit(j) }) {
 			// Counted as a recovered panic; this handshake is lost (its
@@ -157,7 +140,7 @@ func (p *pacer) admit(j pacedJob) bool {
 	// The job was accepted: a full worker queue makes it wait, it does
 	// not turn it into a 503.
 	for !p.s.work.submit(j.fn) {
-		if p.isClosed() {
+		if p.queue.isClosed() {
 			return false
 		}
 		time.Sleep(time.Millisecond)
@@ -187,21 +170,9 @@ func (p *pacer) waitBound() time.Duration {
 	return w
 }
 
-func (p *pacer) isClosed() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.closed
-}
-
 // stop ends the pacer; queued handshakes are dropped (their sockets close
 // with the engine).
-func (p *pacer) stop() {
-	p.mu.Lock()
-	p.closed = true
-	p.queue = nil
-	p.cond.Broadcast()
-	p.mu.Unlock()
-}
+func (p *pacer) stop() { p.queue.close() }
 
 // sample adjusts the rate from the loops' live lag since the last sample.
 // Ticker goroutine only, every backlogTick.

@@ -107,16 +107,12 @@ type resumer struct {
 	s      *Server
 	ctx    context.Context
 	cancel context.CancelFunc
-	mu     sync.Mutex
-	cond   *sync.Cond
-	queue  []resumeJob
-	closed bool
+	queue  *fifo[resumeJob]
 }
 
 func newResumer(s *Server, workers int) *resumer {
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &resumer{s: s, ctx: ctx, cancel: cancel}
-	r.cond = sync.NewCond(&r.mu)
+	r := &resumer{s: s, ctx: ctx, cancel: cancel, queue: newFIFO[resumeJob]()}
 	for range max(workers, 1) {
 		safego.Go(ctx, "reactor.resume", r.run)
 	}
@@ -124,43 +120,25 @@ func newResumer(s *Server, workers int) *resumer {
 }
 
 func (r *resumer) submit(j resumeJob) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return
-	}
-	r.queue = append(r.queue, j)
 	// A storm waits here (one replay per worker, resume.max_concurrent),
 	// so this queue is what dws_resume_waiting must show.
-	r.s.m.ResumeWaiting.Inc()
-	r.cond.Signal()
+	if _, ok := r.queue.push(j, 0); ok {
+		r.s.m.ResumeWaiting.Inc()
+	}
 }
 
 func (r *resumer) stop() {
-	r.mu.Lock()
-	r.closed = true
-	r.s.m.ResumeWaiting.Sub(float64(len(r.queue)))
-	r.queue = nil
-	r.cond.Broadcast()
-	r.mu.Unlock()
+	r.s.m.ResumeWaiting.Sub(float64(r.queue.close()))
 	r.cancel()
 }
 
 func (r *resumer) run(ctx context.Context) {
 	for {
-		r.mu.Lock()
-		for len(r.queue) == 0 && !r.closed {
-			r.cond.Wait()
-		}
-		if r.closed {
-			r.mu.Unlock()
+		j, ok := r.queue.pop()
+		if !ok {
 			return
 		}
-		j := r.queue[0]
-		r.queue[0] = resumeJob{}
-		r.queue = r.queue[1:]
 		r.s.m.ResumeWaiting.Dec()
-		r.mu.Unlock()
 		r.s.replay(ctx, j)
 	}
 }
