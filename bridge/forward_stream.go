@@ -59,6 +59,7 @@ func (t *target) stepStream(ctx context.Context, waited *bool) bool {
 	if st == nil {
 		t.busy = true
 		t.mu.Unlock()
+		opened := time.Now()
 		st, err := t.open(ctx)
 		t.mu.Lock()
 		t.busy = false
@@ -70,7 +71,7 @@ func (t *target) stepStream(ctx context.Context, waited *bool) bool {
 			return false
 		}
 		if err != nil {
-			fs, breakerOpen := t.openFailed(err)
+			fs, breakerOpen := t.openFailed(err, opened)
 			t.mu.Unlock()
 			for _, f := range fs {
 				t.finish(f, nil, err, breakerOpen)
@@ -133,14 +134,19 @@ func (t *target) open(ctx context.Context) (*pushStream, error) {
 // openFailed settles what a failed stream open costs, with t.mu held: the
 // batches waiting for their resend are skipped, or, when none waits, the
 // next batch is charged the attempt (resent once, like a failed call). It
-// returns the flights to complete.
-func (t *target) openFailed(err error) (fs []*flight, breakerOpen bool) {
+// returns the flights to complete. A batch charged the attempt is timed
+// from the open's start (opened), so a batch that never got onto a stream
+// still shows its wait in the duration histogram.
+func (t *target) openFailed(err error, opened time.Time) (fs []*flight, breakerOpen bool) {
 	breakerOpen = errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests)
 	if len(t.resend) == 0 {
 		t.resend = append(t.resend, t.nextFlight())
 	}
 	keep := t.resend[:0]
 	for _, f := range t.resend {
+		if f.first.IsZero() && !breakerOpen {
+			f.first = opened
+		}
 		if retryable(err) && !breakerOpen && !f.retried {
 			f.retried = true
 			keep = append(keep, f)

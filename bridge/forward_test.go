@@ -912,6 +912,11 @@ func TestForwardClient_PodDownOrStalled_BreakerOpensAfterStreamFailures(t *testi
 			if v := counter(m.BreakerStateChanges.WithLabelValues("open")); v != 1 {
 				t.Fatalf("breaker opened %v times, want 1", v)
 			}
+			// The failed batch is timed even when it never got onto a
+			// stream (nothing listens); the refused one is not.
+			if n, _ := histogram(m.GRPCForwardDuration); n != 1 {
+				t.Fatalf("forward duration has %d samples, want 1 (the failed batch)", n)
+			}
 		})
 	}
 }

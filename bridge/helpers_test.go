@@ -289,6 +289,15 @@ func counter(c prometheus.Counter) float64 {
 	return m.GetCounter().GetValue()
 }
 
+// histogram reads a histogram's sample count and sum.
+func histogram(h prometheus.Histogram) (count uint64, sum float64) {
+	var m dto.Metric
+	if err := h.(prometheus.Metric).Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetHistogram().GetSampleCount(), m.GetHistogram().GetSampleSum()
+}
+
 func gauge(g prometheus.Gauge) float64 {
 	var m dto.Metric
 	if err := g.Write(&m); err != nil {
