@@ -249,14 +249,29 @@ func (l *redisLocker) killedSince(e *lockEntry, snap uint64) bool {
 // flight steps aside (409) and the queued yield frees the key for the
 // newer connection; a committed one keeps the key (the newer connection
 // then takes it over after its kill wait).
+//
+// A committed Acquire re-reads the key for every notice that came since
+// its snapshot, until none arrives between the read and the record: a
+// notice landing after the read but before own would otherwise be lost
+// (own clears what the notice set), leaving this pod holding a socket for
+// a key another pod took.
 func (l *redisLocker) finishAcquire(ctx context.Context, key string, e *lockEntry, snap uint64, t Takeover, committed bool) (Acquired, error) {
-	if committed && l.killedSince(e, snap) && !l.stillMine(ctx, key) {
-		// Both sides told each other to let go and the other one has
-		// taken the key since: it is the newer connection.
-		l.abandon(key, e)
-		return Acquired{}, errSuperseded
+	checked := snap
+	for {
+		l.mu.Lock()
+		seen := e.killSeq
+		if !committed || seen == checked {
+			break // l.mu stays held for the record below
+		}
+		l.mu.Unlock()
+		if !l.stillMine(ctx, key) {
+			// Both sides told each other to let go and the other one has
+			// taken the key since: it is the newer connection.
+			l.abandon(key, e)
+			return Acquired{}, errSuperseded
+		}
+		checked = seen // notices up to seen are answered by that read
 	}
-	l.mu.Lock()
 	e.pending--
 	if e.killSeq != snap && !committed {
 		// A newer connection elsewhere claimed the key while the script

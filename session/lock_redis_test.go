@@ -514,3 +514,70 @@ func TestLock_UserIdsWithColonsAndGlobChars_NoticeReachesOnlyItsSession(t *testi
 		}
 	}
 }
+
+// afterGetHook runs fn once, right after the first GET of key returns.
+type afterGetHook struct {
+	key  string
+	once sync.Once
+	fn   func()
+}
+
+func (h *afterGetHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *afterGetHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if args := cmd.Args(); cmd.Name() == "get" && len(args) == 2 && args[1] == h.key {
+			h.once.Do(h.fn)
+		}
+		return err
+	}
+}
+
+func (h *afterGetHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A committed Acquire that heard a notice re-reads the key before it
+// records the lock. A second notice landing between that read and the
+// record used to be lost: the pod kept its socket while the key named
+// another pod (seen once in CI as two sockets for admin:root).
+func TestLock_NoticeBetweenReadBackAndRecord_Superseded(t *testing.T) {
+	t.Parallel()
+	c := nodeRedis(t)
+	prefix := testPrefix(t, c)
+	b := startStore(t, c, fastOptions("pod-b", prefix))
+	l := b.locks
+	ctx := context.Background()
+	key := "acme:a1:u7"
+	skey := prefix + "session:" + key
+	// pod-b's acquire script has just set the key after it had told a
+	// holder to let go (committed), and a notice reached it meanwhile.
+	if err := c.Set(ctx, skey, "pod-b", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e := &lockEntry{pending: 1, killSeq: 1}
+	l.mu.Lock()
+	l.entries[key] = e
+	l.mu.Unlock()
+	// Right after pod-b reads the key back (still its own), pod-c takes
+	// it and its notice reaches pod-b before the record.
+	c.AddHook(&afterGetHook{key: skey, fn: func() {
+		c.Set(ctx, skey, "pod-c", time.Minute)
+		l.onKillNotice(ctx, key, `{"new_pod_id":"pod-c","old_pod_id":"pod-b"}`)
+	}})
+	_, err := l.finishAcquire(ctx, key, e, 0, TakeoverRemote, true)
+	var ce *codec.Error
+	if !errors.As(err, &ce) || ce.Code != codec.CodeSessionConflict {
+		t.Fatalf("finishAcquire: %v, want a session conflict (pod-c is newer)", err)
+	}
+	l.mu.Lock()
+	held := e.held
+	l.mu.Unlock()
+	if held {
+		t.Fatal("pod-b records the lock while the key names pod-c")
+	}
+	if v := get(t, c, skey); v != "pod-c" {
+		t.Fatalf("key names %q, want pod-c", v)
+	}
+}
