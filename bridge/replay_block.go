@@ -46,12 +46,20 @@ func newCachedMsg(msg jetstream.Msg, md *jetstream.MsgMetadata) cachedMsg {
 	m.route, m.routeOK = ParseSubject(m.subject)
 	if m.valid && m.routeOK {
 		m.frame = codec.EventFrameSeq(m.seq, data)
+		// The payload is kept as a view of the frame, not as the NATS
+		// message's buffer: the cache holds each event's bytes once (the
+		// frame adds ~40 bytes of envelope to the payload), not twice.
+		m.data = codec.EventFramePayload(m.frame, len(data))
+	} else {
+		m.data = nil // dropped on replay (event), never read
 	}
 	return m
 }
 
+// size is what m costs the cache: data is a view of frame, not counted
+// twice.
 func (m *cachedMsg) size() int {
-	return len(m.subject) + len(m.data) + len(m.frame) + len(m.requestID) + cacheMsgOverhead
+	return len(m.subject) + len(m.frame) + len(m.requestID) + cacheMsgOverhead
 }
 
 // cacheBlock holds the messages of stream sequences [blockFirst(k),

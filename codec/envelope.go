@@ -133,6 +133,19 @@ func EventFrameSeq(seq uint64, payload []byte) []byte {
 	return AppendEventSeq(f, seq, payload)
 }
 
+// EventFramePayload returns the payload inside a frame EventFrameSeq (or
+// EventFrame) built from a payload of n bytes: a view of the frame, capped
+// so an append cannot write into it. A cache that keeps the frame can keep
+// the payload this way instead of a second copy. n = 0 gives an empty
+// slice (the frame says null).
+func EventFramePayload(frame []byte, n int) []byte {
+	end := len(frame) - len(envelopeEnd)
+	if n == 0 {
+		return frame[end:end:end]
+	}
+	return frame[end-n : end : end]
+}
+
 // AppendErrorEnvelope appends {"type":"error","payload":{"code":..,
 // "message":..,"details":..}} (SPEC §7).
 func AppendErrorEnvelope(dst []byte, e *Error) []byte {

@@ -151,6 +151,15 @@ func TestEventFrameSeq_Shapes(t *testing.T) {
 		if !json.Valid(f[len(f)-len(tc.want):]) {
 			t.Errorf("seq %d: not JSON", tc.seq)
 		}
+		// The payload read back from the frame is the one encoded, and
+		// an append to it cannot overwrite the frame.
+		p := EventFramePayload(f, len(tc.payload))
+		if string(p) != tc.payload || cap(p) != len(p) {
+			t.Errorf("seq %d: payload in frame %q (cap %d), want %q", tc.seq, p, cap(p), tc.payload)
+		}
+		if len(p) > 0 && &p[0] != &f[len(f)-1-len(p)] {
+			t.Errorf("seq %d: payload is a copy, want a view of the frame", tc.seq)
+		}
 	}
 }
 
