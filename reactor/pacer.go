@@ -108,6 +108,7 @@ func (p *pacer) run(ctx context.Context) {
 	for {
 		j, ok := p.queue.pop()
 		if !ok {
+			p.s.m.HandshakesPaced.Set(0) // after any admit's last Set
 			return
 		}
 		stop := false
@@ -171,8 +172,12 @@ func (p *pacer) waitBound() time.Duration {
 }
 
 // stop ends the pacer; queued handshakes are dropped (their sockets close
-// with the engine).
-func (p *pacer) stop() { p.queue.close() }
+// with the engine), so dws_handshakes_paced reads 0 again: a stopped pod
+// must not show handshakes waiting for ever.
+func (p *pacer) stop() {
+	p.queue.close()
+	p.s.m.HandshakesPaced.Set(0)
+}
 
 // sample adjusts the rate from the loops' live lag since the last sample.
 // Ticker goroutine only, every backlogTick.

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/time/rate"
 
 	"github.com/dws-gateway/dws/internal/metrics"
@@ -125,6 +126,35 @@ func TestPacer_QueueAdmitsAtTheLimit(t *testing.T) {
 	first := <-order
 	if first >= 8 {
 		t.Fatalf("first job run was #%d", first)
+	}
+}
+
+// Stopping the pacer drops what it held, and dws_handshakes_paced says
+// so: a stopped pod must not show handshakes waiting for ever.
+func TestPacer_StopClearsPacedGauge(t *testing.T) {
+	s, p := barePacer(t, 1, 8, nil)
+	p.setLimit(paceMin, time.Now())
+	p.lim.ReserveN(time.Now(), p.lim.Burst()) // the next ones wait
+	for i := range 20 {
+		if !p.submit(func() {}) {
+			t.Fatalf("submit %d refused", i)
+		}
+	}
+	if v := testutil.ToFloat64(s.m.HandshakesPaced); v < 10 {
+		t.Fatalf("dws_handshakes_paced = %v with 20 queued at %v/s, want most of them", v, paceMin)
+	}
+	p.stop()
+	deadline := time.Now().Add(2 * time.Second)
+	for testutil.ToFloat64(s.m.HandshakesPaced) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("dws_handshakes_paced = %v after stop, want 0", testutil.ToFloat64(s.m.HandshakesPaced))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// It stays 0: the admit in progress at stop must not set it back.
+	time.Sleep(3 * time.Second / time.Duration(paceMin))
+	if v := testutil.ToFloat64(s.m.HandshakesPaced); v != 0 {
+		t.Fatalf("dws_handshakes_paced = %v after stop settled, want 0", v)
 	}
 }
 
