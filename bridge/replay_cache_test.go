@@ -156,7 +156,9 @@ func TestReplayCache_StalledFollower_ReadAfterFollowWait(t *testing.T) {
 	replayAll(t, r, req)
 	c := r.cache
 	c.mu.Lock()
-	c.stopFollowLocked(c.tail)
+	if c.tail != nil { // the first replay's follower may have stopped already
+		c.stopFollowLocked(c.tail)
+	}
 	c.lru.Purge()
 	c.tail = &follower{gen: c.gen, k: 0, upto: 3, wake: make(chan struct{})} // never moves
 	c.mu.Unlock()
