@@ -53,6 +53,22 @@ func connect(t testing.TB, url string) *nats.Conn {
 	return nc
 }
 
+// newSource starts a NATS server holding the source stream wa_stream and
+// returns its URL, a JetStream on it and the stream's info.
+func newSource(ctx context.Context, t testing.TB) (url string, js jetstream.JetStream, info *jetstream.StreamInfo) {
+	t.Helper()
+	_, url = startNATS(t)
+	js = newJS(t, connect(t, url))
+	src, err := EnsureStream(ctx, js, config.NATS{Stream: "wa_stream", CreateStream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err = src.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return url, js, info
+}
+
 func newJS(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 	t.Helper()
 	js, err := jetstream.New(nc)

@@ -12,7 +12,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/dws-gateway/dws/internal/config"
 	"github.com/dws-gateway/dws/internal/metrics"
 )
 
@@ -72,18 +71,9 @@ type partitionRig struct {
 }
 
 func newPartitionRig(t *testing.T, partitions int) *partitionRig {
-	_, url := startNATS(t)
-	js := newJS(t, connect(t, url))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	src, err := EnsureStream(ctx, js, config.NATS{Stream: "wa_stream", CreateStream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := src.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	url, js, info := newSource(ctx, t)
 	l := PartitionLayout{Source: "wa_stream", Consumer: "ws_fanout", Partitions: partitions}
 	if _, err := EnsurePartitionStream(ctx, js, l, info); err != nil {
 		t.Fatal(err)

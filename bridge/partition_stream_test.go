@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,9 @@ func testPartitionSplit(t *testing.T, memory bool, wantStorage jetstream.Storage
 	if got := ps.CachedInfo().Config.Storage; got != wantStorage {
 		t.Fatalf("derived stream storage %v, want %v", got, wantStorage)
 	}
+	if got := ps.CachedInfo().Config.Subjects; !slices.Equal(got, l.ownSubjects()) {
+		t.Fatalf("derived stream subjects %v, want %v", got, l.ownSubjects())
+	}
 	if _, err := EnsurePartitionStream(ctx, js, l, info); err != nil {
 		t.Fatalf("second ensure must reuse the stream: %v", err)
 	}
@@ -261,5 +265,50 @@ func testPartitionSplit(t *testing.T, memory bool, wantStorage jetstream.Storage
 	}
 	if len(partOf) != companies*agents {
 		t.Fatalf("%d (company, agent) pairs seen", len(partOf))
+	}
+}
+
+// The derived stream carries subjects of its own (the server then reads a
+// message's subject once per ack, not once per consumer). A stream made
+// before that gets them on the next start; another layout of the same
+// source, whose subjects would overlap, is made without them and works.
+func TestPartitionStream_OwnSubjects(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, js, info := newSource(ctx, t)
+	l8 := PartitionLayout{Source: "wa_stream", Consumer: "ws_fanout", Partitions: 8, Memory: true}
+	// As an older dws made it: no subjects.
+	now := time.Now()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: l8.Stream(), Retention: jetstream.WorkQueuePolicy,
+		Storage: jetstream.MemoryStorage, Sources: []*jetstream.StreamSource{{Name: l8.Source, OptStartTime: &now,
+			SubjectTransforms: []jetstream.SubjectTransformConfig{l8.transform()}}}}); err != nil {
+		t.Fatal(err)
+	}
+	s8, err := EnsurePartitionStream(ctx, js, l8, info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s8.CachedInfo().Config.Subjects; !slices.Equal(got, l8.ownSubjects()) {
+		t.Fatalf("old derived stream subjects %v after ensure, want %v", got, l8.ownSubjects())
+	}
+	l4 := l8
+	l4.Partitions = 4
+	s4, err := EnsurePartitionStream(ctx, js, l4, info)
+	if err != nil {
+		t.Fatalf("a second layout of the source: %v", err)
+	}
+	if got := s4.CachedInfo().Config.Subjects; len(got) != 0 {
+		t.Fatalf("second layout's subjects %v, want none (they overlap the first's)", got)
+	}
+	// Both still split what is published.
+	if _, err := js.Publish(ctx, "websocket.c1.a1.chats", []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []jetstream.Stream{s8, s4} {
+		eventually(t, 5*time.Second, "the event sourced", func() bool {
+			i, err := s.Info(ctx)
+			return err == nil && i.State.Msgs == 1
+		})
 	}
 }
