@@ -162,6 +162,9 @@ func serve(args []string, stdout io.Writer) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	if n, ok := podProcs(cfg.Server, os.Getenv("GOMAXPROCS"), runtime.NumCPU()); ok {
+		runtime.GOMAXPROCS(n)
+	}
 	a, err := app.New(cfg)
 	if err != nil {
 		return err
@@ -175,7 +178,7 @@ func serve(args []string, stdout io.Writer) error {
 	reloader.OnResult = func(res string) { a.Metrics.ConfigReloads.WithLabelValues(res).Inc() }
 	stopWatch := reloader.Watch(ctx)
 	defer stopWatch()
-	logx.L().Info("dws started", "ws_port", a.WSPort(), "ops_addr", a.OpsAddr(), "pod_id", cfg.Server.PodID, "dev_mode", dev)
+	logx.L().Info("dws started", "ws_port", a.WSPort(), "ops_addr", a.OpsAddr(), "pod_id", cfg.Server.PodID, "dev_mode", dev, "gomaxprocs", runtime.GOMAXPROCS(0))
 	if dev {
 		banner, err := a.DevBanner("127.0.0.1")
 		if err != nil {
@@ -189,6 +192,26 @@ func serve(args []string, stdout io.Writer) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Shutdown.Timeout)
 	defer cancel()
 	return a.Shutdown(sctx)
+}
+
+// podProcs is the GOMAXPROCS server.procs asks for: ok is false when the
+// Go default stays (GOMAXPROCS set in the environment, or procs -1). The
+// default is one P per event loop (server.loops, 0 = one per CPU) plus
+// one, so the runtime's own work has a P that is not a loop's. Only the
+// pod process sets it: the in-process pods of the tests share their
+// test binary's runtime.
+func podProcs(s config.Server, env string, cpus int) (int, bool) {
+	if env != "" || s.Procs < 0 {
+		return 0, false
+	}
+	if s.Procs > 0 {
+		return s.Procs, true
+	}
+	loops := s.Loops
+	if loops == 0 {
+		loops = cpus
+	}
+	return loops + 1, true
 }
 
 func token(args []string, stdout io.Writer) error {

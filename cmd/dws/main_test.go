@@ -1260,3 +1260,28 @@ func dialDevUser(t *testing.T, p *proc, addrs podAddrs, user string) net.Conn {
 	}
 	return conn
 }
+
+func TestPodProcs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name   string
+		s      config.Server
+		env    string
+		want   int
+		wantOK bool
+	}{
+		{"default: a loop per CPU, plus one", config.Server{}, "", 3, true},
+		{"explicit loops, plus one", config.Server{Loops: 4}, "", 5, true},
+		{"explicit procs", config.Server{Procs: 7, Loops: 4}, "", 7, true},
+		{"Go's default", config.Server{Procs: -1}, "", 0, false},
+		{"the environment wins", config.Server{Procs: 7}, "1", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := podProcs(tt.s, tt.env, 2)
+			if got != tt.want || ok != tt.wantOK {
+				t.Fatalf("podProcs = %d, %v; want %d, %v", got, ok, tt.want, tt.wantOK)
+			}
+		})
+	}
+}

@@ -47,6 +47,12 @@ type Server struct {
 	PodID string `koanf:"pod_id" doc:"This pod's routable gRPC address host:port; empty = env POD_IP (else the host of server.grpc_addr, else 127.0.0.1) + the port of server.grpc_addr."`
 	// Loops is the number of gnet event loops; 0 = one per core.
 	Loops int `koanf:"loops" default:"0" doc:"Number of gnet event loops; 0 = one per core."`
+	// Procs is the pod's GOMAXPROCS. One P more than the event loops by
+	// default: with one P per loop, the GC's mark worker (a whole P for
+	// each cycle) or the embedded NATS server takes a loop's P and that
+	// loop's events wait; the floor bench at 19 000 sockets halved its
+	// p99 with the extra P (perf/quiet-20261207.md).
+	Procs int `koanf:"procs" default:"0" doc:"GOMAXPROCS: 0 = the event loops + 1, so the GC and the embedded NATS server never take a loop's P; -1 = Go's default (one per CPU or the container's CPU limit). The GOMAXPROCS environment variable wins over both."`
 	// Workers bounds the handshake worker pool (token decrypt, locks).
 	Workers int `koanf:"workers" default:"64" doc:"Handshake worker pool size (token decrypt, session locks)."`
 	// WorkerQueue bounds handshakes waiting for a worker; past it new

@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	v.listenAddr("server.grpc_addr", s.GRPCAddr)
 	v.dialAddr("server.pod_id", s.PodID)
 	v.atLeast("server.loops", s.Loops, 0)
+	v.atLeast("server.procs", s.Procs, -1)
 	v.atLeast("server.workers", s.Workers, 1)
 	v.atLeast("server.worker_queue", s.WorkerQueue, 0)
 
