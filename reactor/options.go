@@ -53,8 +53,8 @@ func DefaultLimits() Limits {
 		MessageBurst:         20,
 		RateLimitCloseAfter:  20,
 		HandshakeBurst:       20,
-		HandshakePaceLag:     2 * time.Millisecond,
-		HandshakePaceMaxWait: 6 * time.Second,
+		HandshakePaceLag:     defaultPaceLag,
+		HandshakePaceMaxWait: defaultPaceMaxWait,
 	}
 }
 
