@@ -1285,3 +1285,34 @@ func TestPodProcs(t *testing.T) {
 		})
 	}
 }
+
+// The pod process applies server.procs: one P more than its event loops,
+// unless the environment's GOMAXPROCS says otherwise; the start-up line
+// reports what it runs with.
+func TestServe_GOMAXPROCS_LoopsPlusOneUnlessTheEnvironmentSays(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  string
+		want float64
+	}{
+		{"server.loops 1 gives 2 Ps", "", 2},
+		{"GOMAXPROCS in the environment wins", "GOMAXPROCS=1", 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := []string{"DWS_AUTH_TOKEN_AES_KEY=" + randomHex(32), "DWS_AUTH_API_KEY=procs-key", "DWS_GRPC_AUTH_TOKEN=procs-grpc-token"}
+			if tt.env != "" {
+				env = append(env, tt.env)
+			}
+			p, _ := startPod(t, env, func(a podAddrs) []string {
+				return append(append([]string{"serve"}, a.flags()...),
+					"--set", "server.loops=1", "--set", "nats.embedded_port=-1", "--set", "redis.key_prefix=dwstest:procs:")
+			})
+			if got := p.logs("dws started")[0]["gomaxprocs"]; got != tt.want {
+				t.Fatalf("dws started with gomaxprocs %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
